@@ -1,0 +1,10 @@
+"""datadistill: condense a labelled image dataset into a few synthetic images per class."""
+from ._version import __version__
+from .api import distill
+from .data import load_dataset
+from .errors import DatadistillError
+from .evaluate import evaluate
+from .nets import make_net
+from .synset import SyntheticSet
+
+__all__ = ["__version__", "distill", "evaluate", "load_dataset", "make_net", "SyntheticSet", "DatadistillError"]

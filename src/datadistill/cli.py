@@ -1,0 +1,214 @@
+"""The `datadistill` command. Thin: parses arguments, calls the API, prints results.
+
+Errors the user can fix are printed as one line (`error: ...`) with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError, DatadistillError
+
+
+def _kv(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--data-root", default=None, help="folder with <dataset>/ files (default: $DATADISTILL_DATA or ~/.cache/datadistill)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="datadistill", description="Dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
+    from ._version import __version__
+
+    ap.add_argument("--version", action="version", version=f"datadistill {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("distill", help="distill a dataset into a synthetic set (resumes an existing --out folder)")
+    p.add_argument("--method", default="dm", help="dm (default); see README for the others")
+    p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default, offline), mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
+    p.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
+    p.add_argument("--preset", default="quick", choices=["quick", "paper"], help="quick (minutes on a CPU, default) or paper (the paper's protocol)")
+    p.add_argument("--init", choices=["real", "noise"], default=None, help="start from random real images or Gaussian noise")
+    p.add_argument("--iterations", type=int, default=None, help="outer iterations (overrides the preset)")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
+    p.add_argument("--model", default=None, help="network used for distillation (default convnet)")
+    p.add_argument("--lr-img", type=float, default=None, help="learning rate of the synthetic images")
+    p.add_argument("--batch-real", type=int, default=None, help="real images per class per iteration")
+    p.add_argument("--image-size", type=int, default=None, help="resize folder: datasets to this size")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
+    p.add_argument("--val-every", type=int, default=None, help="iterations between validation-accuracy checks (0: only at the end)")
+    p.add_argument("--eval-runs", type=int, default=None, help="evaluation runs at the end (0 skips evaluation)")
+    p.add_argument("--eval-epochs", type=int, default=None, help="epochs per evaluation run")
+    p.add_argument("--eval-models", default=None, help="comma-separated networks to evaluate on (default convnet)")
+    p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<method>-ipc<ipc>)")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them on real data")
+    p.add_argument("run", help="a run folder or a .safetensors synthetic set")
+    p.add_argument("--models", default="convnet", help="comma-separated networks (convnet,lenet,alexnet,vgg11,resnet18,mlp,...)")
+    p.add_argument("--runs", type=int, default=5, help="training runs per network (default 5)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 1000 with DSA, 300 without)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the set's learned lr, else 0.01)")
+    p.add_argument("--aug", choices=["dsa", "none"], default="dsa", help="training augmentation (default dsa)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=["test", "val"], default="test", help="test (default) or the validation split")
+    _common(p)
+
+    p = sub.add_parser("show", help="write an image grid (initial vs final) of a run or a synthetic set")
+    p.add_argument("run", help="a run folder or a .safetensors synthetic set")
+    p.add_argument("--out", default=None, help="PNG path (default: show.png in the run folder, or beside the file)")
+
+    p = sub.add_parser("export", help="export a synthetic set as images usable anywhere")
+    p.add_argument("run", help="a run folder or a .safetensors synthetic set")
+    p.add_argument("dest", help="output folder (imagefolder) or PNG file (grid)")
+    p.add_argument("--format", choices=["imagefolder", "grid"], default="imagefolder")
+
+    p = sub.add_parser("datasets", help="list the datasets and whether their files are present")
+    p.add_argument("--data-root", default=None)
+    return ap
+
+
+# ------------------------------------------------------------------------------- commands
+def cmd_distill(a: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .runner import default_out, run_distillation
+
+    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs}
+    if a.eval_models:
+        ev["models"] = [m.strip() for m in a.eval_models.split(",") if m.strip()]
+    cfg = resolve_config(
+        a.method, a.dataset, a.ipc, a.preset, init=a.init, iterations=a.iterations, seed=a.seed,
+        model=a.model, lr_img=a.lr_img, batch_real=a.batch_real, image_size=a.image_size,
+        checkpoint_every=a.checkpoint_every, val_every=a.val_every, device=a.device, data_root=a.data_root,
+        method_args=dict(a.opt) or None, eval=ev,
+    )
+    out = Path(a.out) if a.out else default_out(cfg)
+    print(f"distilling {cfg.dataset} with {cfg.method}, IPC {cfg.ipc}, preset {cfg.preset}, "
+          f"{cfg.iterations} iterations -> {out}", file=sys.stderr)
+    res = run_distillation(cfg, out, progress=not a.no_progress)
+    print(f"synthetic set: {out / 'synset.safetensors'} ({len(res.synset)} images); "
+          f"distillation {res.distill_seconds:.0f} s, peak memory {res.peak_memory_mb:.0f} MiB")
+    for ev_res in res.evals:
+        print(f"test accuracy {ev_res.summary()}")
+    return 0
+
+
+def _load_set(path: str):
+    from .synset import SyntheticSet
+
+    return SyntheticSet.load(path)
+
+
+def _data_root(a: argparse.Namespace, syn) -> str | None:
+    if a.data_root:
+        return a.data_root
+    if os.environ.get("DATADISTILL_DATA"):
+        return None
+    return (syn.meta.get("config") or {}).get("data_root")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .evaluate import evaluate
+    from .fileio import write_json
+
+    syn = _load_set(a.run)
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if not models:
+        raise ConfigError("--models is empty; give at least one network, e.g. --models convnet")
+    splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
+    test = splits.val if a.split == "val" else splits.test
+    results = []
+    for m in models:
+        r = evaluate(syn, model=m, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, test=test, split=a.split,
+                     device=a.device or "auto", seed=a.seed, progress=not a.no_progress)
+        results.append(r)
+        print(r.summary(), file=sys.stderr)
+    print(format_table(results))
+    target = Path(a.run)
+    dest = (target if target.is_dir() else target.parent) / ("evaluate.json" if target.is_dir() else f"{target.stem}.evaluate.json")
+    write_json(dest, [r.to_dict() for r in results])
+    print(f"saved {dest}")
+    return 0
+
+
+def format_table(results) -> str:
+    head = f"{'model':<14}{'accuracy (%)':>18}{'runs':>6}{'train s/run':>13}{'train GFLOPs':>14}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        acc = f"{r.mean:.2f} +- {r.std:.2f}"
+        lines.append(f"{r.model:<14}{acc:>18}{r.runs:>6}{r.train_seconds / r.runs:>13.1f}{r.flops.get('train_total', 0) / 1e9:>14.1f}")
+    return "\n".join(lines)
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from .report import save_comparison
+
+    target = Path(a.run)
+    syn = _load_set(a.run)
+    if a.out:
+        dest = Path(a.out)
+    else:
+        dest = target / "show.png" if target.is_dir() else target.with_suffix(".png")
+    init = target / "grid_init.png" if target.is_dir() and (target / "grid_init.png").exists() else None
+    save_comparison(syn, dest, init_grid=init)
+    print(dest)
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    syn = _load_set(a.run)
+    if a.format == "grid":
+        print(syn.save_grid(a.dest))
+    else:
+        out = syn.export_imagefolder(a.dest)
+        print(f"{len(syn)} images in {syn.spec.num_classes} class folders under {out}")
+    return 0
+
+
+def cmd_datasets(a: argparse.Namespace) -> int:
+    from .data import list_datasets
+
+    rows = list_datasets(a.data_root)
+    for r in rows:
+        mark = "present" if r["present"] else "missing"
+        print(f"{r['name']:<15}{mark:<9}{r.get('description', '')}")
+        print(f"{'':<15}{'':<9}{r.get('path', r.get('folder', ''))}")
+    return 0
+
+
+COMMANDS = {
+    "distill": cmd_distill,
+    "evaluate": cmd_evaluate,
+    "show": cmd_show,
+    "export": cmd_export,
+    "datasets": cmd_datasets,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DatadistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""Fetch dataset files: canonical URLs, md5 check, atomic write, safe archive extraction.
+
+Where files come from
+    :data:`SOURCES` maps each dataset to a :class:`Source`: a base URL and the published md5 of
+    each remote file. A file's URL is ``base_url + file name``.
+
+Overriding the source (mirrors, tests)
+    * environment variable ``DATADISTILL_MIRROR``: when set, every file is fetched from
+      ``$DATADISTILL_MIRROR/<dataset>/<file name>`` instead (for example
+      ``DATADISTILL_MIRROR=http://mirror.local/datasets`` -> ``http://mirror.local/datasets/mnist/
+      train-images-idx3-ubyte.gz``). The md5 check still applies.
+    * tests replace entries of :data:`SOURCES` (``monkeypatch.setitem(download.SOURCES, "mnist",
+      Source(base_url=..., files={...}))``) to serve generated files with their own checksums.
+
+Guarantees
+    A download goes to a temporary file in the destination folder, is checked against the
+    published md5, and only then is moved into place with ``os.replace``: a half-written or
+    corrupt file never appears under its real name. A checksum mismatch deletes the temporary
+    file and raises :class:`ChecksumError` naming the URL, the expected and the actual md5.
+    Archives (``.tar.gz``) are extracted member by member after checking every member (no
+    absolute paths, no ``..``, no links or special files), with ``tarfile``'s ``"data"`` filter
+    where Python has it, into a temporary folder whose files are then moved into place.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .base import DataError
+
+MIRROR_ENV = "DATADISTILL_MIRROR"
+TIMEOUT_S = 60.0
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's files are published: ``base_url + name`` for each ``name`` in ``files``.
+
+    ``files`` maps remote file name -> published md5. ``archive``: the files are ``.tar.gz``
+    archives, extracted into the dataset folder after download and then deleted.
+    """
+
+    base_url: str
+    files: dict[str, str] = field(default_factory=dict)
+    archive: bool = False
+
+
+SOURCES: dict[str, Source] = {
+    "mnist": Source(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    ),
+    "fashion_mnist": Source(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+    ),
+    "cifar10": Source(
+        "https://www.cs.toronto.edu/~kriz/",
+        {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+        archive=True,
+    ),
+    "cifar100": Source(
+        "https://www.cs.toronto.edu/~kriz/",
+        {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
+        archive=True,
+    ),
+    "svhn": Source(
+        "http://ufldl.stanford.edu/housenumbers/",
+        {
+            "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+            "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+        },
+    ),
+}
+
+
+class ChecksumError(DataError):
+    """A downloaded file does not have the published md5."""
+
+
+def url_for(dataset: str, file_name: str) -> str:
+    """The URL of one remote file, honouring ``DATADISTILL_MIRROR``."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    base = f"{mirror.rstrip('/')}/{dataset}/" if mirror else SOURCES[dataset].base_url
+    return base + file_name
+
+
+def urls(dataset: str) -> list[str]:
+    """Every URL a dataset is fetched from (empty for datasets with no source)."""
+    src = SOURCES.get(dataset)
+    return [url_for(dataset, name) for name in src.files] if src else []
+
+
+def download_file(url: str, dest: Path, md5: str, *, progress: bool = True, timeout: float = TIMEOUT_S) -> Path:
+    """Download ``url`` to ``dest`` atomically, checking ``md5``.
+
+    Network errors propagate as ``OSError`` (``urllib.error.URLError`` is one); a wrong
+    checksum raises :class:`ChecksumError`. Either way no file or temporary file is left behind.
+    """
+    from tqdm import tqdm  # noqa: PLC0415
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                      file=sys.stderr, disable=not progress, leave=False) as bar:
+                while chunk := resp.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if got != md5.lower():
+            raise ChecksumError(
+                f"checksum mismatch for {url}: expected md5 {md5}, got {got}; the file was discarded "
+                "(a broken download, or the server serves a different file)"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse members that could write outside the extraction folder."""
+    name = member.name
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts:
+        raise DataError(f"{archive}: refusing to extract member {name!r} (absolute path or '..')")
+    if not (member.isfile() or member.isdir()):
+        raise DataError(f"{archive}: refusing to extract member {name!r} (link or special file)")
+
+
+def extract_tar(archive: Path, dest: Path) -> None:
+    """Safely extract ``archive`` into ``dest``: check members, extract to a temp folder, move files."""
+    dest = Path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            members = tf.getmembers()
+            for m in members:
+                _check_member(m, archive)
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(tmp, members=members, filter="data")
+            else:  # Python without extraction filters: members were checked above
+                tf.extractall(tmp, members=members)  # noqa: S202
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                target = dest / path.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise DataError(f"{archive}: corrupt archive, cannot extract ({type(e).__name__}: {e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fetch(dataset: str, folder: Path, missing: list[str], *, progress: bool = True) -> None:
+    """Download what ``dataset`` needs into ``folder``.
+
+    Plain files: only the remote files named in ``missing``. Archives: every archive of the
+    source is downloaded, extracted into ``folder``, then deleted.
+    """
+    src = SOURCES[dataset]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, md5 in src.files.items():
+        if not src.archive and name not in missing:
+            continue
+        path = download_file(url_for(dataset, name), folder / name, md5, progress=progress)
+        if src.archive:
+            try:
+                extract_tar(path, folder)
+            finally:
+                path.unlink(missing_ok=True)

