@@ -207,3 +207,15 @@ def test_param_layout_and_unflatten() -> None:
     assert flat.grad[-10:].eq(1).all() and flat.grad[:-10].eq(0).all()
     with pytest.raises(ValueError, match="needs a 1-D tensor"):
         unflatten_params(net, flat[:-1])
+
+
+def test_maps_and_embed_equal_feature_maps_and_embed():
+    """One forward gives both (attention matching relies on it), for every net with feature maps."""
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for name in ("convnet", "lenet", "alexnet", "vgg11", "resnet18"):
+        net = make_net(name, 1, 3, (28, 28), generator=torch.Generator().manual_seed(1)).eval()
+        with torch.no_grad():
+            maps, emb = net.maps_and_embed(x)
+            ref = net.feature_maps(x)
+            assert len(maps) == len(ref) and all(torch.allclose(a, b) for a, b in zip(maps, ref)), name
+            assert torch.allclose(emb, net.embed(x), atol=1e-6), name

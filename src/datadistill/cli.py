@@ -61,9 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="training runs per network (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 1000 with DSA, 300 without)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the set's learned lr, else 0.01)")
-    p.add_argument("--aug", choices=["dsa", "none"], default="dsa", help="training augmentation (default dsa)")
+    p.add_argument("--aug", choices=["dsa", "dc", "none"], default="dsa",
+                   help="training augmentation: dsa (default), dc (the DC paper's, MNIST family only) or none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["test", "val"], default="test", help="test (default) or the validation split")
+    p.add_argument("--gain", action="store_true",
+                   help="also evaluate a random real subset of the same size and class balance, and report the gain over it")
+    _common(p)
+
+    p = sub.add_parser("baseline", help="train on the full training split: accuracy, seconds and FLOPs to compare against")
+    p.add_argument("--dataset", required=True, help="mnist-5k, mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
+    p.add_argument("--model", default="convnet", help="network (default convnet)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 5: minutes on a CPU for small datasets)")
+    p.add_argument("--runs", type=int, default=1, help="training runs from different initializations (default 1)")
+    p.add_argument("--aug", choices=["none", "dsa"], default="none", help="training augmentation (default none)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a network variant, e.g. width=64 (repeatable)")
+    p.add_argument("--out", default=None, help="JSON file (default runs/baseline-<dataset>-<model>.json)")
     _common(p)
 
     p = sub.add_parser("show", help="write an image grid (initial vs final) of a run or a synthetic set")
@@ -95,8 +111,6 @@ def cmd_distill(a: argparse.Namespace) -> int:
         method_args=dict(a.opt) or None, eval=ev,
     )
     out = Path(a.out) if a.out else default_out(cfg)
-    print(f"distilling {cfg.dataset} with {cfg.method}, IPC {cfg.ipc}, preset {cfg.preset}, "
-          f"{cfg.iterations} iterations -> {out}", file=sys.stderr)
     res = run_distillation(cfg, out, progress=not a.no_progress)
     print(f"synthetic set: {out / 'synset.safetensors'} ({len(res.synset)} images); "
           f"distillation {res.distill_seconds:.0f} s, peak memory {res.peak_memory_mb:.0f} MiB")
@@ -133,10 +147,15 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     results = []
     for m in models:
         r = evaluate(syn, model=m, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, test=test, split=a.split,
-                     device=a.device or "auto", seed=a.seed, progress=not a.no_progress)
+                     device=a.device or "auto", seed=a.seed, progress=not a.no_progress,
+                     gain=a.gain, train=splits.train if a.gain else None)
         results.append(r)
         print(r.summary(), file=sys.stderr)
     print(format_table(results))
+    for r in results:
+        if "gain" in r.extra:
+            print(f"{r.model}: random real subset {r.extra['random_mean']:.2f} +- {r.extra['random_std']:.2f} %, "
+                  f"gain {r.extra['gain']:+.2f} points")
     target = Path(a.run)
     dest = (target if target.is_dir() else target.parent) / ("evaluate.json" if target.is_dir() else f"{target.stem}.evaluate.json")
     write_json(dest, [r.to_dict() for r in results])
@@ -151,6 +170,25 @@ def format_table(results) -> str:
         acc = f"{r.mean:.2f} +- {r.std:.2f}"
         lines.append(f"{r.model:<14}{acc:>18}{r.runs:>6}{r.train_seconds / r.runs:>13.1f}{r.flops.get('train_total', 0) / 1e9:>14.1f}")
     return "\n".join(lines)
+
+
+def cmd_baseline(a: argparse.Namespace) -> int:
+    from .baseline import DEFAULT_EPOCHS, full_data_baseline
+    from .evaluate import DEFAULT_LR
+    from .fileio import write_json
+
+    res = full_data_baseline(
+        a.dataset, model=a.model, epochs=a.epochs if a.epochs is not None else DEFAULT_EPOCHS, runs=a.runs,
+        lr=a.lr if a.lr is not None else DEFAULT_LR, aug=a.aug, seed=a.seed, model_args=dict(a.model_arg),
+        data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress,
+    )
+    print(res.table())
+    name = a.dataset.replace("folder:", "folder-").replace("/", "_").strip("_.")
+    dest = Path(a.out) if a.out else Path("runs") / f"baseline-{name}-{a.model}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_json(dest, res.to_dict())
+    print(f"saved {dest}")
+    return 0
 
 
 def cmd_show(a: argparse.Namespace) -> int:
@@ -192,6 +230,7 @@ def cmd_datasets(a: argparse.Namespace) -> int:
 COMMANDS = {
     "distill": cmd_distill,
     "evaluate": cmd_evaluate,
+    "baseline": cmd_baseline,
     "show": cmd_show,
     "export": cmd_export,
     "datasets": cmd_datasets,

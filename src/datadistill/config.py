@@ -117,8 +117,8 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
     if cfg.eval.runs < 0:
         raise ConfigError(f"eval runs must be >= 0, got {cfg.eval.runs}")
-    if cfg.eval.aug not in ("dsa", "none"):
-        raise ConfigError(f"unknown eval augmentation {cfg.eval.aug!r}; use dsa or none")
+    if cfg.eval.aug not in ("dsa", "dc", "none"):
+        raise ConfigError(f"unknown eval augmentation {cfg.eval.aug!r}; use dsa, dc or none")
     if cfg.eval.epochs is not None and cfg.eval.epochs < 1:
         raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
 

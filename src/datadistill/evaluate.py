@@ -58,7 +58,11 @@ def make_augment(aug: str, dataset: str, strategy: str = "color_crop_cutout_flip
     if aug == "dsa":
         dsa = DSA(strategy_for(dataset, strategy))
         return lambda x, g: dsa(x, dsa.sample(x.shape[0], g, siamese=False))
-    raise ConfigError(f"unknown evaluation augmentation {aug!r}; use dsa or none")
+    if aug == "dc":  # the DC paper's non-differentiable augmentation; MNIST family only, else none
+        from .augment_eval import dc_augment_for
+
+        return dc_augment_for(dataset)
+    raise ConfigError(f"unknown evaluation augmentation {aug!r}; use dsa, dc or none")
 
 
 def count_flops(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -92,18 +96,30 @@ def evaluate(
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
     model_args: dict | None = None,
     progress: bool = True,
+    gain: bool = False,
+    train: ImageData | None = None,
 ) -> EvalResult:
     """Train `runs` fresh `model`s on `syn` and test each once on `test` (default: the real test
     split of the set's dataset; `split="val"` for the validation split, which is what anything that
     selects must use). `epochs` None: 1000 with DSA, 300 without (the papers' protocol). `lr` None:
-    the set's learned lr if it carries one, else 0.01."""
+    the set's learned lr if it carries one, else 0.01.
+
+    `gain=True` (DD-Ranking style) also evaluates, under the identical protocol (model, runs,
+    seeds, epochs, lr, augmentation, test split), a random subset of the real training split `train`
+    (default: loaded like `test`) with the same number of images per class, drawn with a fixed
+    generator (see `random_real_subset`), and adds `extra["random_mean"]`, `extra["random_std"]`,
+    `extra["random_accuracies"]` and `extra["gain"]` = mean - random_mean (percentage points)."""
     if runs < 1:
         raise ConfigError(f"runs must be >= 1, got {runs}")
     dev = resolve_device(device)
     spec = syn.spec
-    if test is None:
+    if test is None or (gain and train is None):
         splits = load_dataset(spec.name, data_root, image_size=spec.im_size)
-        test = splits.val if split == "val" else splits.test
+        if test is None:
+            test = splits.val if split == "val" else splits.test
+        if gain and train is None:
+            train = splits.train
+    real_test = test
     if isinstance(syn, SyntheticSet):
         if syn.zca is not None:  # the set lives in whitened space: whiten the real test images too
             test = apply_zca(test, syn.zca)
@@ -139,11 +155,56 @@ def evaluate(
         )
         accs.append(accuracy(net, test_x, test_y))
         secs.append(res.seconds)
-    return EvalResult(
+    result = EvalResult(
         model=model, runs=runs, accuracies=accs, mean=float(np.mean(accs)), std=float(np.std(accs)),
         train_seconds=float(sum(secs)), train_seconds_per_run=secs, flops=flops, epochs=epochs,
         lr=float(lr), aug=aug, split=split, train_images=int(images.shape[0]),
     )
+    if gain:
+        rand = evaluate(
+            random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
+            test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
+            weight_decay=weight_decay, dsa_strategy=dsa_strategy, model_args=model_args, progress=progress,
+        )
+        result.extra.update(
+            random_mean=rand.mean, random_std=rand.std, random_accuracies=rand.accuracies,
+            gain=result.mean - rand.mean,
+        )
+    return result
+
+
+def random_real_subset(syn: SyntheticSet | ImageData, train: ImageData, seed: int = 0) -> SyntheticSet:
+    """A random subset of the real training split with the class balance of `syn`: as many real
+    images of class c as `syn` has images whose (arg-max) label is c, drawn without replacement
+    with a fixed generator (`seed`, independent of the evaluation seed). Labels: hard labels for a
+    hard-labelled set; for a soft-labelled set, the set's own label rows, the rows of class c given
+    in their order to the real images of class c (the random baseline gets the same label
+    information, only the images differ). A ZCA-whitened set's subset is whitened with its ZCA."""
+    if isinstance(syn, SyntheticSet):
+        hard, labels, zca = syn.hard_labels.cpu(), syn.labels.detach().cpu(), syn.zca
+    else:
+        hard, labels, zca = syn.labels.cpu(), syn.labels.cpu(), None
+    spec = syn.spec
+    if train.spec.num_classes != spec.num_classes or tuple(train.images.shape[1:]) != (spec.channels, *spec.im_size):
+        raise ConfigError(f"the training split ({train.spec.name}) does not match the set's dataset ({spec.name})")
+    g = make_generator(seed, "gain-random-subset")
+    counts = train.class_counts()
+    picks = torch.empty(hard.shape[0], dtype=torch.long)
+    for c in range(spec.num_classes):
+        slots = torch.nonzero(hard == c).flatten()
+        if slots.numel() > counts[c]:
+            raise ConfigError(
+                f"the set has {slots.numel()} images of class {c} but the training split only {counts[c]}; "
+                "no random real subset of the same size exists"
+            )
+        pool = train.indices_per_class[c]
+        picks[slots] = pool[torch.randperm(pool.numel(), generator=g)[: slots.numel()]]
+    data = train.subset(picks)
+    images = data.images.detach().cpu()
+    if zca is not None:
+        images = apply_zca(ImageData(images, data.labels.cpu(), train.spec), zca).images
+    out_labels = labels.clone() if labels.ndim == 2 else data.labels.detach().cpu().clone()
+    return SyntheticSet(images, out_labels, spec, zca=zca, meta={"selection": "random real subset", "indices": picks.tolist()})
 
 
 def apply_zca(data: ImageData, zca: dict[str, torch.Tensor]) -> ImageData:

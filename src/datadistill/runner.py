@@ -110,9 +110,12 @@ def run_distillation(
 
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=progress)
+    t_start = time.perf_counter()  # distillation time includes init (where coresets select)
     distiller = method_cls(cfg, data, device)
     syn0 = initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
     distiller.init(syn0)
+    log(f"{cfg.method} on {cfg.dataset}, IPC {cfg.ipc}, preset {cfg.preset}, {cfg.iterations} iterations, "
+        f"device {device}" + (f" -> {out}" if out is not None else ""))
 
     start = 0
     if ckpt_path is not None and ckpt_path.exists():
@@ -148,7 +151,6 @@ def run_distillation(
             torch.save({"format": CHECKPOINT_FORMAT, "iteration": done, "distiller": distiller.state_dict()}, tmp)
 
     metrics = open(out / "metrics.jsonl", "a") if out is not None else None
-    t_start = time.perf_counter()
     try:
         bar = tqdm(range(start, cfg.iterations), desc=f"{cfg.method} {cfg.dataset} ipc{cfg.ipc}",
                    disable=not progress, unit="it", initial=start, total=cfg.iterations)

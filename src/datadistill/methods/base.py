@@ -152,6 +152,24 @@ class ImageDistiller(Distiller):
         return self.images[self.class_index[c]]
 
 
+def chunked_no_grad(fn, x: torch.Tensor, chunk: int = 64):
+    """fn(x) without autograd, computed `chunk` images at a time and concatenated along dim 0.
+
+    For large real batches whose activations do not fit in the CPU caches this is 2-3x faster
+    than one big forward, and exact for networks whose normalization is per sample (instance,
+    layer, group norm, or none). `fn` may return a tensor or a list/tuple of tensors."""
+    with torch.no_grad():
+        outs = [fn(part) for part in x.split(chunk)]
+    first = outs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(outs)
+    return type(first)(torch.cat([o[i] for o in outs]) for i in range(len(first)))
+
+
+def uses_batch_norm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def check_finite(loss: torch.Tensor, it: int, advice: str) -> None:
     v = float(loss.detach())
     if not math.isfinite(v):

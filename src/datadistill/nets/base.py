@@ -53,6 +53,15 @@ class Net(nn.Module):
         """The output of every convolutional block, in order (each (N, C, H, W))."""
         raise NotImplementedError
 
+    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
+        """The embedding, computed from `feature_maps` output (the last block's map)."""
+        raise NotImplementedError
+
+    def maps_and_embed(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """`feature_maps(x)` and `embed(x)` from a single forward pass."""
+        maps = self.feature_maps(x)
+        return maps, self.embed_from_maps(maps)
+
     def check_input(self, x: Tensor) -> None:
         """Raise a clear error when `x` is not (N, channels, H, W) with the built size."""
         if x.dim() != 4 or x.shape[1] != self.channels or tuple(x.shape[2:]) != self.im_size:

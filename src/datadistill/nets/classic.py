@@ -37,6 +37,9 @@ class BlockNet(Net):
             x = block(x)
         return self.head(x.flatten(1))
 
+    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
+        return self.head(maps[-1].flatten(1))
+
 
 def _conv_block(
     in_ch: int, out_ch: int, kernel: int, padding: int, norm: str, pool: bool

@@ -95,6 +95,9 @@ class ConvNet(Net):
             x = block(x)
         return x.flatten(1)
 
+    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
+        return maps[-1].flatten(1)
+
 
 @register("convnet")
 def convnet(

@@ -74,6 +74,9 @@ class ResNet18(Net):
             x = stage(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
+    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
+        return F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)
+
 
 @register("resnet18")
 def resnet18(channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance") -> ResNet18:

@@ -1,0 +1,99 @@
+"""Shared benchmark harness: run one distillation + evaluation per subprocess, collect JSON.
+
+Each configuration runs in a fresh Python process so that peak memory (ru_maxrss on CPU,
+max_memory_allocated on CUDA) belongs to that run alone. Results are written to
+benchmarks/results/<name>.json together with the machine description and the command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def run_one(spec: dict) -> dict:
+    """Distill and evaluate one configuration in this process. `spec` keys: method, dataset, ipc,
+    preset, overrides (dict), eval_runs, eval_init (bool), data_root."""
+    import torch
+
+    from datadistill.config import resolve_config
+    from datadistill.data import load_dataset
+    from datadistill.evaluate import evaluate
+    from datadistill.methods import initial_synset
+    from datadistill.rng import make_generator
+    from datadistill.runner import peak_memory_mb, run_distillation
+
+    over = dict(spec.get("overrides", {}))
+    over.setdefault("data_root", spec.get("data_root"))
+    over["eval"] = {**over.get("eval", {}), "runs": 0}
+    cfg = resolve_config(spec["method"], spec["dataset"], spec["ipc"], spec.get("preset", "quick"), **over)
+    data = load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=False)
+    res = run_distillation(cfg, None, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
+    ev_kw = dict(model=cfg.eval.models[0], runs=spec.get("eval_runs", 3), epochs=cfg.eval.resolved_epochs(),
+                 lr=cfg.eval.lr, aug=cfg.eval.aug, test=data.test, device=cfg.device, seed=cfg.seed,
+                 dsa_strategy=cfg.eval.dsa_strategy, progress=False)
+    t0 = time.perf_counter()
+    ev = evaluate(res.synset, **ev_kw)
+    out = {
+        "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "preset": cfg.preset,
+        "iterations": cfg.iterations, "distill_seconds": res.distill_seconds,
+        "seconds_per_iteration": res.distill_seconds / max(1, cfg.iterations),
+        "accuracy": {"mean": ev.mean, "std": ev.std, "runs": ev.runs, "accuracies": ev.accuracies},
+        "eval": {"model": ev.model, "epochs": ev.epochs, "aug": ev.aug, "lr": ev.lr,
+                 "train_seconds_per_run": ev.train_seconds / ev.runs,
+                 "seconds_per_run_with_test": (time.perf_counter() - t0) / ev.runs, "flops": ev.flops},
+        "config": cfg.to_dict(),
+    }
+    if spec.get("eval_init", True):
+        syn0 = initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
+        ev0 = evaluate(syn0, **ev_kw)
+        out["init_accuracy"] = {"mean": ev0.mean, "std": ev0.std, "runs": ev0.runs, "accuracies": ev0.accuracies}
+    out["peak_memory_mb"] = peak_memory_mb(torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")))
+    return out
+
+
+def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
+    """Run each spec in a subprocess (python this_script --one JSON) and write results/<name>.json."""
+    if len(argv) > 2 and argv[1] == "--one":
+        print(json.dumps(run_one(json.loads(argv[2]))))
+        sys.exit(0)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dest = RESULTS / f"{name}.json"
+    rows = []
+    for spec in specs:
+        spec.setdefault("data_root", os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA)))
+        label = f"{spec['method']} {spec['dataset']} ipc{spec['ipc']}"
+        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            rows.append({"spec": spec, "error": f"exit status {proc.returncode}"})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            init = r.get("init_accuracy", {}).get("mean")
+            print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
+                  f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+        doc = {"benchmark": name, "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
+               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": rows}
+        dest.write_text(json.dumps(doc, indent=2) + "\n")
+    return dest

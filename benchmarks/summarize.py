@@ -1,0 +1,37 @@
+"""Print the benchmark JSON files in benchmarks/results/ as Markdown tables (for README).
+
+Usage: python benchmarks/summarize.py [results/NAME.json ...]
+"""
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def acc(d):
+    return f"{d['mean']:.2f} ± {d['std']:.2f} (n={d['runs']})" if d else "–"
+
+
+def table(path: Path) -> str:
+    doc = json.loads(path.read_text())
+    lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
+             f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'})", "",
+             "| method | dataset | IPC | lr_img | iterations | test acc. % | init acc. % | s / iteration | distill s | eval s / run | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        if "error" in r:
+            lines.append(f"| {r['spec']['method']} | {r['spec']['dataset']} | {r['spec']['ipc']} | failed: {r['error']} ||||||||")
+            continue
+        lines.append(
+            f"| {r['method']} | {r['dataset']} | {r['ipc']} | {r['config']['lr_img']:g} | {r['iterations']} | {acc(r['accuracy'])} | "
+            f"{acc(r.get('init_accuracy'))} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
+            f"{r['eval']['seconds_per_run_with_test']:.0f} | {r['peak_memory_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    paths = [Path(p) for p in sys.argv[1:]] or sorted(RESULTS.glob("*.json"))
+    for p in paths:
+        print(f"### {p.stem}\n\n{table(p)}\n")
