@@ -13,13 +13,7 @@ from datadistill.synset import SyntheticSet
 TINY_NET = {"width": 4, "depth": 1, "norm": "none", "pool": "none"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run several times faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_flops_of_a_tiny_convnet_by_hand():

@@ -13,13 +13,7 @@ METHODS = ["random", "herding", "k-center"]
 SMALL = dict(device="cpu", model_args={"width": 8, "depth": 2}, eval={"runs": 0})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run several times faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- selection rules

@@ -7,9 +7,8 @@ from datadistill.config import resolve_config
 from datadistill.errors import ConfigError
 from datadistill.evaluate import evaluate
 from datadistill.methods import get_method, initial_synset
-from datadistill.methods.attention import AttentionMatching, attention_map, sam_loss, spatial_nets
+from datadistill.methods.attention import AttentionMatching, attention_map, sam_loss
 from datadistill.methods.distribution import DistributionMatching
-from datadistill.nets import make_net
 from datadistill.rng import make_generator
 from datadistill.runner import run_distillation
 from datadistill.synset import SyntheticSet

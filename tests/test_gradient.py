@@ -30,13 +30,7 @@ from toydata import toy_splits
 SMALL = dict(device="cpu", model_args={"width": 8, "depth": 2})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster, and immune to a busy machine's thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _distiller(data, method="dc", ipc=2, method_args=None, preset="quick", **over):

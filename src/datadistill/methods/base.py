@@ -151,6 +151,20 @@ class ImageDistiller(Distiller):
     def class_images(self, c: int) -> torch.Tensor:
         return self.images[self.class_index[c]]
 
+    def class_batches(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per class: `batch_real` real images and the class's synthetic images, with ONE DSA draw
+        per class applied to both sides (siamese) when DSA is on. Returns (reals, syns) by class."""
+        reals, syns = [], []
+        for c in range(self.spec.num_classes):
+            xr = self.train.class_batch(c, self.cfg.batch_real, self.gen)
+            xs = self.class_images(c)
+            if self.dsa is not None:
+                params = self.dsa.sample(1, self.gen, siamese=True)
+                xr, xs = self.dsa(xr, params), self.dsa(xs, params)
+            reals.append(xr)
+            syns.append(xs)
+        return reals, syns
+
 
 def chunked_no_grad(fn, x: torch.Tensor, chunk: int = 64):
     """fn(x) without autograd, computed `chunk` images at a time and concatenated along dim 0.

@@ -40,21 +40,14 @@ class DistributionMatching(ImageDistiller):
     Options = DMOptions
 
     def augmented_batches(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per class: a real batch and the class's synthetic images, one shared DSA draw per class.
-        Returns the real images, their labels, the synthetic images, their labels (all classes)."""
-        reals, syns, rl, sl = [], [], [], []
-        for c in range(self.spec.num_classes):
-            xr = self.train.class_batch(c, self.cfg.batch_real, self.gen)
-            xs = self.class_images(c)
-            if self.dsa is not None:
-                params = self.dsa.sample(1, self.gen, siamese=True)
-                xr, xs = self.dsa(xr, params), self.dsa(xs, params)
-            reals.append(xr)
-            syns.append(xs)
-            rl.append(torch.full((xr.shape[0],), c, dtype=torch.long))
-            sl.append(torch.full((xs.shape[0],), c, dtype=torch.long))
-        dev = self.device
-        return torch.cat(reals), torch.cat(rl).to(dev), torch.cat(syns), torch.cat(sl).to(dev)
+        """`class_batches` concatenated over classes: real images, their labels, synthetic images,
+        their labels."""
+        reals, syns = self.class_batches()
+
+        def labels(batches):
+            return torch.cat([torch.full((x.shape[0],), c, dtype=torch.long) for c, x in enumerate(batches)]).to(self.device)
+
+        return torch.cat(reals), labels(reals), torch.cat(syns), labels(syns)
 
     def loss(self, it: int) -> torch.Tensor:
         net = self.fresh_net(frozen=True)

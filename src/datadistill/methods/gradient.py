@@ -220,20 +220,6 @@ class GradientMatching(ImageDistiller):
             )
 
     # -- pieces ------------------------------------------------------------------------
-    def class_batches(self) -> tuple[list[Tensor], list[Tensor]]:
-        """Per class: a real batch and the class's synthetic images, with one shared DSA draw per
-        class under `dsa`. Returns (reals, syns), lists indexed by class."""
-        reals, syns = [], []
-        for c in range(self.spec.num_classes):
-            xr = self.train.class_batch(c, self.cfg.batch_real, self.gen)
-            xs = self.class_images(c)
-            if self.dsa is not None:
-                params = self.dsa.sample(1, self.gen, siamese=True)
-                xr, xs = self.dsa(xr, params), self.dsa(xs, params)
-            reals.append(xr)
-            syns.append(xs)
-        return reals, syns
-
     def prepare_network(self, net: nn.Module) -> None:
         """Batch-norm networks: running statistics from a real batch of every class, then frozen."""
         if uses_batch_norm(net):

@@ -71,6 +71,30 @@ class Net(nn.Module):
             )
 
 
+class BlockNet(Net):
+    """A stack of convolutional `blocks`, then flatten -> `head` -> `classifier`."""
+
+    blocks: nn.ModuleList
+    head: nn.Module
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        self.check_input(x)
+        maps = []
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+    def embed(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.flatten(1))
+
+    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
+        return self.head(maps[-1].flatten(1))
+
+
 def norm_layer(norm: str, channels: int) -> nn.Module:
     """instance = GroupNorm(C, C), layer = GroupNorm(1, C), group = GroupNorm(4, C), batch = BatchNorm2d."""
     norm = check_choice("norm", norm, NORMS, NORM_ALIASES)

@@ -13,32 +13,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .base import Net, conv_out, first_pad_extra, norm_layer, require_size
+from .base import BlockNet, Net, conv_out, first_pad_extra, norm_layer, require_size
 from .registry import check_choice, register
-
-
-class BlockNet(Net):
-    """A stack of convolutional `blocks`, then flatten -> `head` -> `classifier`."""
-
-    blocks: nn.ModuleList
-    head: nn.Module
-
-    def feature_maps(self, x: Tensor) -> list[Tensor]:
-        self.check_input(x)
-        maps = []
-        for block in self.blocks:
-            x = block(x)
-            maps.append(x)
-        return maps
-
-    def embed(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x.flatten(1))
-
-    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
-        return self.head(maps[-1].flatten(1))
 
 
 def _conv_block(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import ConfigError
 from .base import (
@@ -17,7 +17,7 @@ from .base import (
     NORMS,
     POOL_ALIASES,
     POOLS,
-    Net,
+    BlockNet,
     act_layer,
     conv_out,
     first_pad_extra,
@@ -30,7 +30,7 @@ from .registry import check_choice, positive_int, register
 MAX_DEPTH = 4
 
 
-class ConvNet(Net):
+class ConvNet(BlockNet):
     """`depth` x [conv3x3 -> norm -> act -> pool] -> flatten -> Linear.
 
     `embed_dim = width * (H / 2**depth) * (W / 2**depth)` with pooling (H, W = 32 for 28x28
@@ -79,24 +79,8 @@ class ConvNet(Net):
         self.blocks = nn.ModuleList(blocks)
         self.feature_shape = (width, h, w)
         self.embed_dim = width * h * w
+        self.head = nn.Identity()  # the embedding is the flattened last block
         self.classifier = nn.Linear(self.embed_dim, num_classes)
-
-    def feature_maps(self, x: Tensor) -> list[Tensor]:
-        self.check_input(x)
-        maps = []
-        for block in self.blocks:
-            x = block(x)
-            maps.append(x)
-        return maps
-
-    def embed(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        for block in self.blocks:
-            x = block(x)
-        return x.flatten(1)
-
-    def embed_from_maps(self, maps: list[Tensor]) -> Tensor:
-        return maps[-1].flatten(1)
 
 
 @register("convnet")
