@@ -52,7 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-epochs", type=int, default=None, help="epochs per evaluation run")
     p.add_argument("--eval-models", default=None, help="comma-separated networks to evaluate on (default convnet)")
     p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
+    p.add_argument("--experts", default=None, metavar="DIR", help="expert trajectories for --method mtt (made by `datadistill experts`)")
+    p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
+                   help="ZCA-whiten the training images before distilling (default: the preset's)")
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<method>-ipc<ipc>)")
+    _common(p)
+
+    p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (mtt); resumes an existing --out folder")
+    p.add_argument("--dataset", required=True, help="mnist-5k, mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
+    p.add_argument("--preset", default="quick", choices=["quick", "paper"],
+                   help="quick (a few short experts, default) or paper (100 experts of 50 epochs)")
+    p.add_argument("--experts", type=int, default=None, dest="num_experts", metavar="N", help="number of experts (overrides the preset)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per expert (overrides the preset)")
+    p.add_argument("--model", default=None, help="network (default convnet)")
+    p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a network variant, e.g. width=64 (repeatable)")
+    p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on ZCA-whitened images (default: the preset's; CIFAR on)")
+    p.add_argument("--lr-teacher", type=float, default=None, help="experts' SGD learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=int, default=None, help="experts' batch size (default 256)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0); expert i depends only on it and i")
+    p.add_argument("--out", required=True, help="experts folder")
     _common(p)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them on real data")
@@ -91,6 +111,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="output folder (imagefolder) or PNG file (grid)")
     p.add_argument("--format", choices=["imagefolder", "grid"], default="imagefolder")
 
+    p = sub.add_parser("nas", help="architecture-search proxy: rank ConvNet variants on the set vs on real data (validation split)")
+    p.add_argument("run", help="a run folder or a .safetensors synthetic set")
+    p.add_argument("--variants", default="default", choices=["default", "small"],
+                   help="ConvNet family: default (15 variants around the default ConvNet) or small (9, width 16)")
+    p.add_argument("--real-subset", type=int, default=None, metavar="N",
+                   help="train the real side on N images per class (stratified, fixed seed) instead of the whole training split")
+    p.add_argument("--val-subset", type=int, default=None, metavar="N",
+                   help="test on N validation images per class (stratified, fixed seed) instead of the whole validation split")
+    p.add_argument("--epochs-syn", type=int, default=300, help="epochs on the synthetic set (default 300)")
+    p.add_argument("--epochs-real", type=int, default=10, help="epochs on the real data (default 10)")
+    p.add_argument("--runs", type=int, default=1, help="training runs per variant and side (default 1)")
+    p.add_argument("--aug", choices=["dsa", "dc", "none"], default="dsa", help="augmentation on the synthetic side (default dsa)")
+    p.add_argument("--aug-real", choices=["dsa", "dc", "none"], default="none", help="augmentation on the real side (default none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON file (default: nas.json in the run folder, or <set>.nas.json beside the file)")
+    _common(p)
+
+    p = sub.add_parser("continual", help="class-incremental learning with a distilled or selected memory")
+    p.add_argument("--dataset", default=None, help="dataset (default: the memory run's, else mnist-5k)")
+    p.add_argument("--steps", type=int, default=5, help="class-incremental steps; classes split in class order (default 5)")
+    p.add_argument("--ipc", type=int, default=None, help="memory images per class (default 10; a RUN memory: the set's)")
+    p.add_argument("--memory", default="dm", help="dm (default), random, herding (or another method), or a RUN folder / .safetensors set")
+    p.add_argument("--preset", default="quick", choices=["quick", "paper"], help="preset of the per-step distillation and evaluation")
+    p.add_argument("--iterations", type=int, default=None, help="distillation iterations per step (overrides the preset)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs on the memory per step (default: the preset's evaluation, quick 300)")
+    p.add_argument("--runs", type=int, default=None, help="training runs per step (default: the preset's, quick 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON file (default runs/continual-<dataset>-<memory>-<steps>steps-ipc<ipc>.json)")
+    _common(p)
+
+    p = sub.add_parser("report", help="one self-contained HTML page with the grids, curves, evaluations of runs and a comparison")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    p.add_argument("--out", default="report.html", help="HTML file (default report.html)")
+    p.add_argument("--title", default="datadistill report")
+
     p = sub.add_parser("datasets", help="list the datasets and whether their files are present")
     p.add_argument("--data-root", default=None)
     return ap
@@ -108,7 +163,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
         a.method, a.dataset, a.ipc, a.preset, init=a.init, iterations=a.iterations, seed=a.seed,
         model=a.model, lr_img=a.lr_img, batch_real=a.batch_real, image_size=a.image_size,
         checkpoint_every=a.checkpoint_every, val_every=a.val_every, device=a.device, data_root=a.data_root,
-        method_args=dict(a.opt) or None, eval=ev,
+        method_args=dict(a.opt) or None, eval=ev, experts=a.experts, zca=a.zca,
     )
     out = Path(a.out) if a.out else default_out(cfg)
     res = run_distillation(cfg, out, progress=not a.no_progress)
@@ -116,6 +171,18 @@ def cmd_distill(a: argparse.Namespace) -> int:
           f"distillation {res.distill_seconds:.0f} s, peak memory {res.peak_memory_mb:.0f} MiB")
     for ev_res in res.evals:
         print(f"test accuracy {ev_res.summary()}")
+    return 0
+
+
+def cmd_experts(a: argparse.Namespace) -> int:
+    from .experts import expert_settings, train_experts
+
+    settings = expert_settings(
+        a.dataset, a.preset, num_experts=a.num_experts, epochs=a.epochs, model=a.model,
+        model_args=dict(a.model_arg) or None, zca=a.zca, lr_teacher=a.lr_teacher, batch_size=a.batch_size, seed=a.seed,
+    )
+    report = train_experts(settings, a.out, data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress)
+    print(report.summary())
     return 0
 
 
@@ -227,13 +294,77 @@ def cmd_datasets(a: argparse.Namespace) -> int:
     return 0
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_nas(a: argparse.Namespace) -> int:
+    from .apps.nas import architecture_search
+    from .data import load_dataset
+    from .fileio import write_json
+
+    syn = _load_set(a.run)
+    splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
+    res = architecture_search(
+        syn, splits, variants=a.variants, real_subset=a.real_subset, val_subset=a.val_subset, epochs_syn=a.epochs_syn,
+        epochs_real=a.epochs_real, runs=a.runs, aug=a.aug, aug_real=a.aug_real, seed=a.seed,
+        device=a.device or "auto", progress=not a.no_progress, log=_stderr,
+    )
+    print(res.table())
+    target = Path(a.run)
+    if a.out:
+        dest = Path(a.out)
+    else:
+        dest = target / "nas.json" if target.is_dir() else target.parent / f"{target.stem}.nas.json"
+    write_json(dest, res.to_dict())
+    print(f"saved {dest}")
+    return 0
+
+
+def cmd_continual(a: argparse.Namespace) -> int:
+    from .apps.continual import continual_learning
+    from .fileio import write_json
+    from .methods import available_methods
+
+    is_method = a.memory in available_methods()
+    dataset = a.dataset or (None if not is_method else "mnist-5k")
+    ipc = a.ipc if a.ipc is not None else (10 if is_method else None)
+    res = continual_learning(
+        dataset, steps=a.steps, ipc=ipc, memory=a.memory, preset=a.preset, epochs=a.epochs, runs=a.runs,
+        seed=a.seed, data_root=a.data_root, device=a.device or "auto",
+        distill_options={"iterations": a.iterations} if a.iterations is not None else None,
+        progress=not a.no_progress, log=_stderr,
+    )
+    print(res.table())
+    if a.out:
+        dest = Path(a.out)
+    else:
+        mem = a.memory if is_method else Path(a.memory).name.replace(".safetensors", "")
+        name = res.dataset.replace("folder:", "folder-").replace("/", "_").strip("_.")
+        dest = Path("runs") / f"continual-{name}-{mem}-{res.steps}steps-ipc{res.ipc}.json"
+    write_json(dest, res.to_dict())
+    print(f"saved {dest}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(a.runs, a.out, title=a.title))
+    return 0
+
+
 COMMANDS = {
     "distill": cmd_distill,
+    "experts": cmd_experts,
     "evaluate": cmd_evaluate,
     "baseline": cmd_baseline,
     "show": cmd_show,
     "export": cmd_export,
     "datasets": cmd_datasets,
+    "nas": cmd_nas,
+    "continual": cmd_continual,
+    "report": cmd_report,
 }
 
 

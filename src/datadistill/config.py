@@ -63,6 +63,8 @@ class DistillConfig:
     image_size: int | None = None
     model: str = "convnet"
     model_args: dict[str, Any] = field(default_factory=dict)
+    experts: str | None = None  # folder of expert trajectories (trajectory matching: mtt)
+    zca: bool = False  # ZCA-whiten the training images before distilling (data/zca.py)
     lr_img: float = 1.0
     momentum_img: float = 0.5
     batch_real: int = 256
@@ -115,6 +117,10 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"lr_img must be > 0, got {cfg.lr_img}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    if not isinstance(cfg.zca, bool):
+        raise ConfigError(f"zca must be true or false, got {cfg.zca!r}")
+    if cfg.experts is not None and not isinstance(cfg.experts, str):
+        raise ConfigError(f"experts must be a folder path given as a string, got {cfg.experts!r}")
     if cfg.eval.runs < 0:
         raise ConfigError(f"eval runs must be >= 0, got {cfg.eval.runs}")
     if cfg.eval.aug not in ("dsa", "dc", "none"):

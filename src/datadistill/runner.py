@@ -28,8 +28,10 @@ from tqdm.auto import tqdm
 
 from .config import DistillConfig, load_yaml, save_yaml
 from .data import DatasetSplits, load_dataset
+from .data.zca import fit_zca, whiten
 from .errors import ConfigError, FormatError
 from .evaluate import EvalResult, evaluate
+from .experts import stored_zca
 from .fileio import atomic_path, write_json, write_text
 from .methods import get_method, initial_synset
 from .rng import make_generator, resolve_device
@@ -111,8 +113,13 @@ def run_distillation(
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=progress)
     t_start = time.perf_counter()  # distillation time includes init (where coresets select)
+    zca = None
+    if cfg.zca:  # distil in whitened space; val/test stay as they are (evaluate whitens them with syn.zca)
+        zca = stored_zca(cfg.experts, data.spec, cfg.model, cfg.model_args) if cfg.experts else fit_zca(data.train)
+        data = DatasetSplits(whiten(data.train, zca), data.val, data.test)
     distiller = method_cls(cfg, data, device)
     syn0 = initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
+    syn0.zca = zca
     distiller.init(syn0)
     log(f"{cfg.method} on {cfg.dataset}, IPC {cfg.ipc}, preset {cfg.preset}, {cfg.iterations} iterations, "
         f"device {device}" + (f" -> {out}" if out is not None else ""))
@@ -137,6 +144,7 @@ def run_distillation(
 
     def current_set(done: int) -> SyntheticSet:
         syn = distiller.synthetic_set()
+        syn.zca = zca
         syn.meta.update(
             method=cfg.method, ipc=cfg.ipc, seed=cfg.seed, iterations=done, dataset=cfg.dataset,
             init=cfg.init, config=cfg.to_dict(),

@@ -1,0 +1,194 @@
+"""MTT (trajectory matching) on the CIFAR-10 subset of ../shared/data (4,653 training images after
+the validation split) at IPC 1 and 10 with the quick preset, against its starting point (the random
+real images it is initialized from) and DM at its quick preset.
+
+Jobs, each in a fresh Python process (so peak memory belongs to one job), results written to
+benchmarks/results/mtt_cifar10.json after every job:
+
+1. experts: `datadistill experts --dataset cifar10 --preset quick` (4 experts of 8 epochs, ZCA)
+   into runs/experts-cifar10-quick (resumed if there): expert test accuracy, seconds per expert,
+   disk size.
+2. per IPC, MTT with unroll=plain for the whole quick budget, then 3 evaluation runs (quick
+   protocol: ConvNet, 300 epochs with DSA at the learned lr) and 3 of the starting set (the same
+   whitened real images, lr 0.01): accuracy mean/std, seconds per iteration, learned lr.
+3. per IPC and unroll mode (plain, checkpoint), a probe of 5 iterations without evaluation:
+   seconds per iteration and peak memory above what the process held before distilling (RSS
+   high-water mark on a CPU, max_memory_allocated on a GPU). The checkpoint mode computes the
+   same gradient (tests/test_mtt.py), so only its cost is measured.
+4. per IPC, DM at its quick preset (no ZCA), 3 evaluation runs.
+
+Usage: python benchmarks/mtt_cifar10.py [--data-root DIR]   (2.5 to 3 hours on a 2-core CPU)
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import DEFAULT_DATA, REPO, RESULTS, machine
+
+NAME = "mtt_cifar10"
+EXPERTS = REPO / "runs" / "experts-cifar10-quick"
+EVAL_RUNS = 3
+PROBE_ITERATIONS = 5
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _acc(ev) -> dict:
+    return {"mean": ev.mean, "std": ev.std, "runs": ev.runs, "accuracies": ev.accuracies, "lr": ev.lr,
+            "epochs": ev.epochs, "aug": ev.aug}
+
+
+def job_experts(job: dict) -> dict:
+    from datadistill.experts import expert_settings, train_experts
+
+    settings = expert_settings("cifar10", "quick")
+    t0 = time.perf_counter()
+    rep = train_experts(settings, job["experts"], data_root=job["data_root"], device="auto", progress=False)
+    return {"job": "experts", "settings": {k: v for k, v in vars(settings).items()}, **rep.to_dict(),
+            "seconds_per_expert": sum(rep.seconds) / max(1, len(rep.seconds)),
+            "disk_mib": rep.disk_bytes / 2**20, "wall_seconds_this_run": time.perf_counter() - t0,
+            "peak_rss_mb": _rss_mb()}
+
+
+def _mtt_config(job: dict, **over):
+    from datadistill.config import resolve_config
+
+    return resolve_config("mtt", "cifar10", job["ipc"], "quick", experts=job["experts"], data_root=job["data_root"],
+                          **over)
+
+
+def job_mtt(job: dict) -> dict:
+    import torch
+
+    from datadistill.data import load_dataset
+    from datadistill.data.zca import whiten
+    from datadistill.evaluate import evaluate
+    from datadistill.experts import stored_zca
+    from datadistill.methods import initial_synset
+    from datadistill.rng import make_generator
+    from datadistill.runner import peak_memory_mb, run_distillation
+
+    cfg = _mtt_config(job, eval={"runs": 0}, method_args={"unroll": "plain"})
+    data = load_dataset("cifar10", cfg.data_root, progress=False)
+    before = _rss_mb()
+    res = run_distillation(cfg, None, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kw = dict(model="convnet", runs=EVAL_RUNS, epochs=cfg.eval.resolved_epochs(), aug=cfg.eval.aug, test=data.test,
+              device=dev, seed=cfg.seed, progress=False)
+    ev = evaluate(res.synset, **kw)  # lr None: the learned lr
+    train = whiten(data.train, stored_zca(cfg.experts, data.spec, cfg.model, cfg.model_args)) if cfg.zca else data.train
+    syn0 = initial_synset(train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
+    syn0.zca = res.synset.zca
+    ev0 = evaluate(syn0, **kw)  # lr None: 0.01 (the set carries no learned lr)
+    return {
+        "job": "mtt", "method": "mtt", "dataset": "cifar10", "ipc": cfg.ipc, "preset": "quick", "unroll": "plain",
+        "iterations": cfg.iterations, "distill_seconds": res.distill_seconds,
+        "seconds_per_iteration": res.distill_seconds / max(1, cfg.iterations), "learned_lr": res.synset.lr,
+        "accuracy": _acc(ev), "init_accuracy": _acc(ev0),
+        "peak_memory_mb_process": peak_memory_mb(dev), "rss_before_distill_mb": before, "config": cfg.to_dict(),
+    }
+
+
+def job_probe(job: dict) -> dict:
+    import torch
+
+    from datadistill.data import DatasetSplits, load_dataset
+    from datadistill.data.zca import whiten
+    from datadistill.experts import stored_zca
+    from datadistill.methods import get_method, initial_synset
+    from datadistill.rng import make_generator
+
+    cfg = _mtt_config(job, iterations=PROBE_ITERATIONS, eval={"runs": 0}, method_args={"unroll": job["unroll"]})
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_dataset("cifar10", cfg.data_root, progress=False)
+    if cfg.zca:
+        data = DatasetSplits(whiten(data.train, stored_zca(cfg.experts, data.spec, cfg.model, cfg.model_args)),
+                             data.val, data.test)
+    d = get_method("mtt")(cfg, data, dev)
+    d.init(initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init")))
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev) / 2**20
+    else:
+        base = _rss_mb()
+    secs = []
+    for it in range(cfg.iterations):
+        t0 = time.perf_counter()
+        d.step(it)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        secs.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _rss_mb()
+    o = d.opts
+    return {
+        "job": "probe", "method": "mtt", "ipc": cfg.ipc, "unroll": o.unroll,
+        "segment": (o.segment or max(1, round(o.syn_steps ** 0.5))) if o.unroll == "checkpoint" else None,
+        "syn_steps": o.syn_steps, "batch_syn": o.batch_syn, "iterations": cfg.iterations,
+        "seconds_per_iteration": sum(secs[1:]) / max(1, len(secs) - 1), "seconds": secs,
+        "memory_before_mb": base, "peak_memory_mb": peak, "peak_above_before_mb": peak - base,
+        "memory_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "CPU RSS high-water mark",
+    }
+
+
+def job_dm(job: dict) -> dict:
+    from common import run_one
+
+    out = run_one({"method": "dm", "dataset": "cifar10", "ipc": job["ipc"], "preset": "quick",
+                   "eval_runs": EVAL_RUNS, "eval_init": False, "data_root": job["data_root"]})
+    return {"job": "dm", **out}
+
+
+JOBS = {"experts": job_experts, "mtt": job_mtt, "probe": job_probe, "dm": job_dm}
+
+
+def plan(data_root: str) -> list[dict]:
+    base = {"data_root": data_root, "experts": str(EXPERTS)}
+    jobs = [{"job": "experts", **base}]
+    for ipc in (1, 10):
+        jobs.append({"job": "mtt", "ipc": ipc, **base})
+    for ipc in (1, 10):
+        for unroll in ("plain", "checkpoint"):
+            jobs.append({"job": "probe", "ipc": ipc, "unroll": unroll, **base})
+    for ipc in (1, 10):
+        jobs.append({"job": "dm", "ipc": ipc, **base})
+    return jobs
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 2 and argv[1] == "--one":
+        job = json.loads(argv[2])
+        print(json.dumps(JOBS[job["job"]](job)))
+        return
+    data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
+    if "--data-root" in argv:
+        data_root = argv[argv.index("--data-root") + 1]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dest = RESULTS / f"{NAME}.json"
+    rows = []
+    for job in plan(data_root):
+        label = " ".join(f"{k}={job[k]}" for k in ("job", "ipc", "unroll") if k in job)
+        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(job)], stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            rows.append({"spec": job, "error": f"exit status {proc.returncode}"})
+        else:
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows[-1]["job_wall_seconds"] = time.perf_counter() - t0
+        print(f"    done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        doc = {"benchmark": NAME, "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
+               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": rows}
+        dest.write_text(json.dumps(doc, indent=2) + "\n")
+    print(dest)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
