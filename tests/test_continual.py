@@ -16,13 +16,7 @@ TINY_DM = dict(iterations=2, batch_real=4, model_args={"width": 8, "depth": 2}, 
 TRAIN = dict(epochs=2, aug="none", device="cpu", model_args={"width": 8, "depth": 2})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster, and immune to a busy machine's thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

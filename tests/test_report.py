@@ -5,7 +5,6 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-import torch
 from PIL import Image
 
 from datadistill.apps.nas import architecture_search
@@ -21,13 +20,7 @@ SMALL = dict(device="cpu", batch_real=5, model_args={"width": 8, "depth": 2}, ch
 EVAL = {"runs": 2, "epochs": 2, "aug": "none"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster, and immune to a busy machine's thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Page(HTMLParser):
@@ -81,8 +74,7 @@ def parse(text):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    torch.set_num_threads(1)
+def runs(tmp_path_factory, one_thread):
     toy = toy_splits()
     root = tmp_path_factory.mktemp("report")
     dm = root / "dm <b>&run"  # a name that must be escaped
