@@ -123,11 +123,12 @@ def test_options_are_checked(toy):
 
 
 def test_presets():
-    for ipc in (1, 10, 50):
-        dam = resolve_config("datadam", "mnist", ipc, "quick")
-        dm = resolve_config("dm", "mnist", ipc, "quick")
-        for key in ("iterations", "batch_real", "lr_img", "momentum_img", "init", "model", "dsa_strategy", "eval"):
-            assert getattr(dam, key) == getattr(dm, key), key
+    for dataset, ipc in (("mnist", 1), ("mnist", 10), ("mnist", 50), ("mnist-5k", 10), ("cifar10", 10)):
+        dam = resolve_config("datadam", dataset, ipc, "quick")
+        dm = resolve_config("dm", dataset, ipc, "quick")
+        for key in ("iterations", "batch_real", "lr_img", "momentum_img", "init", "model", "dsa_strategy",
+                    "val_epochs", "eval"):
+            assert getattr(dam, key) == getattr(dm, key), (dataset, ipc, key)
     paper = resolve_config("datadam", "cifar10", 10, "paper")
     assert (paper.iterations, paper.lr_img, paper.batch_real, paper.init) == (8000, 1.0, 256, "real")
     assert paper.method_args["power"] == 4 and paper.method_args["lam"] is None
