@@ -13,8 +13,24 @@ def acc(d):
     return f"{d['mean']:.2f} ± {d['std']:.2f} (n={d['runs']})" if d else "–"
 
 
+def budget_table(doc: dict) -> str:
+    lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
+             f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'}, nothing else running)", "",
+             "| command | wall time | budget | iterations | s / iteration | test acc. % (1 run) |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        if "error" in r:
+            lines.append(f"| {r['case']} | failed: {r['error']} |||||")
+            continue
+        lines.append(f"| `{r['command']}` | {r['wall_seconds'] / 60:.1f} min | {r['budget_seconds'] / 60:.0f} min | "
+                     f"{r['iterations']} | {r['seconds_per_iteration']:.2f} | {r['test_accuracy']:.2f} |")
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
+    if doc["benchmark"] == "budget":
+        return budget_table(doc)
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
              f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'})", "",
              "| method | dataset | IPC | lr_img | iterations | test acc. % | init acc. % | s / iteration | distill s | eval s / run | peak MiB |",
