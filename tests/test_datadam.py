@@ -5,7 +5,6 @@ import torch
 
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError
-from datadistill.evaluate import evaluate
 from datadistill.methods import get_method, initial_synset
 from datadistill.methods.attention import AttentionMatching, attention_map, sam_loss
 from datadistill.methods.distribution import DistributionMatching
@@ -13,7 +12,7 @@ from datadistill.rng import make_generator
 from datadistill.runner import run_distillation
 from datadistill.synset import SyntheticSet
 
-from toydata import toy_splits
+from toydata import accuracy_before_after, toy_splits
 
 SMALL = dict(device="cpu", model_args={"width": 16, "depth": 2})
 
@@ -139,12 +138,7 @@ def test_presets():
 def test_datadam_from_noise_beats_its_initialization():
     data = toy_splits(num_classes=3, per_class=20, seed=1)
     d = _distiller(data, init="noise", lr_img=1.0, dsa_strategy="none")
-    syn0 = d.synthetic_set()
-    for it in range(40):
-        d.step(it)
-    kw = dict(model="convnet", runs=2, epochs=30, aug="none", test=data.test, device="cpu",
-              model_args={"width": 16, "depth": 2}, progress=False)
-    before, after = evaluate(syn0, **kw), evaluate(d.synthetic_set(), **kw)
+    before, after = accuracy_before_after(d, data, steps=40)
     assert after.mean > before.mean + 20, (before.accuracies, after.accuracies)
 
 

@@ -2,12 +2,11 @@ import pytest
 import torch
 
 from datadistill.config import resolve_config
-from datadistill.evaluate import evaluate
 from datadistill.methods import get_method, initial_synset
 from datadistill.methods.distribution import class_means, mean_embedding_loss
 from datadistill.rng import make_generator
 
-from toydata import toy_splits
+from toydata import accuracy_before_after, toy_splits
 
 
 def test_mean_embedding_loss_by_hand():
@@ -73,10 +72,5 @@ def test_dsa_is_shared_between_real_and_synthetic(toy):
 def test_dm_from_noise_beats_its_initialization():
     data = toy_splits(num_classes=3, per_class=20, seed=1)
     d = _distiller(data, init="noise", lr_img=1.0, dsa_strategy="none")
-    syn0 = d.synthetic_set()
-    for it in range(40):
-        d.step(it)
-    kw = dict(model="convnet", runs=2, epochs=30, aug="none", test=data.test, device="cpu",
-              model_args={"width": 16, "depth": 2}, progress=False)
-    before, after = evaluate(syn0, **kw), evaluate(d.synthetic_set(), **kw)
+    before, after = accuracy_before_after(d, data, steps=40)
     assert after.mean > before.mean + 20, (before.accuracies, after.accuracies)

@@ -10,7 +10,7 @@ from torch import nn
 from datadistill.augment_eval import DCAugment, _scale
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError, DistillError
-from datadistill.evaluate import evaluate, make_augment
+from datadistill.evaluate import make_augment
 from datadistill.methods import get_method, initial_synset
 from datadistill.methods.gradient import (
     GradientMatching,
@@ -25,7 +25,7 @@ from datadistill.rng import make_generator
 from datadistill.runner import run_distillation
 from datadistill.synset import SyntheticSet
 
-from toydata import toy_splits
+from toydata import accuracy_before_after, toy_splits
 
 SMALL = dict(device="cpu", model_args={"width": 8, "depth": 2})
 
@@ -210,12 +210,7 @@ def test_dc_from_noise_beats_its_initialization():
     data = toy_splits(num_classes=3, per_class=20, seed=1)
     d = _distiller(data, ipc=2, init="noise", model_args={"width": 16, "depth": 2}, batch_real=10,
                    method_args={"outer_loop": 2, "inner_loop": 2})
-    syn0 = d.synthetic_set()
-    for it in range(15):
-        d.step(it)
-    kw = dict(model="convnet", runs=2, epochs=30, aug="none", test=data.test, device="cpu",
-              model_args={"width": 16, "depth": 2}, progress=False)
-    before, after = evaluate(syn0, **kw), evaluate(d.synthetic_set(), **kw)
+    before, after = accuracy_before_after(d, data, steps=15)
     assert after.mean > before.mean + 20, (before.accuracies, after.accuracies)
 
 

@@ -19,3 +19,16 @@ def toy_splits(num_classes: int = 3, per_class: int = 12, channels: int = 1, siz
         return ImageData(images, labels, spec)
 
     return DatasetSplits(make(per_class), make(3), make(5))
+
+
+def accuracy_before_after(distiller, data: DatasetSplits, steps: int):
+    """Evaluate the distiller's set, run `steps` outer iterations, evaluate again (2 tiny-ConvNet
+    runs of 30 epochs, no augmentation, on `data.test`). Returns (before, after) EvalResults."""
+    from datadistill.evaluate import evaluate
+
+    kw = dict(model="convnet", runs=2, epochs=30, aug="none", test=data.test, device="cpu",
+              model_args={"width": 16, "depth": 2}, progress=False)
+    before = evaluate(distiller.synthetic_set(), **kw)
+    for it in range(steps):
+        distiller.step(it)
+    return before, evaluate(distiller.synthetic_set(), **kw)
