@@ -9,10 +9,8 @@ from datadistill.methods import get_method, initial_synset
 from datadistill.methods.attention import AttentionMatching, attention_map, sam_loss
 from datadistill.methods.distribution import DistributionMatching
 from datadistill.rng import make_generator
-from datadistill.runner import run_distillation
-from datadistill.synset import SyntheticSet
 
-from toydata import accuracy_before_after, toy_splits
+from toydata import accuracy_before_after, check_kill_and_resume, toy_splits
 
 SMALL = dict(device="cpu", model_args={"width": 16, "depth": 2})
 
@@ -151,19 +149,4 @@ def _cfg(**over):
 
 
 def test_resume_after_a_kill_gives_the_same_set(tmp_path, toy, monkeypatch):
-    full = run_distillation(_cfg(), tmp_path / "a", data=toy, progress=False).synset
-    real_step = AttentionMatching.step
-
-    def dying_step(self, it):
-        if it == 3:  # killed during iteration 4: the checkpoint at 2 is the last one
-            raise KeyboardInterrupt
-        return real_step(self, it)
-
-    monkeypatch.setattr(AttentionMatching, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        run_distillation(_cfg(), tmp_path / "b", data=toy, progress=False)
-    monkeypatch.setattr(AttentionMatching, "step", real_step)
-    assert SyntheticSet.load(tmp_path / "b").meta["iterations"] == 2
-    resumed = run_distillation(_cfg(), tmp_path / "b", data=toy, progress=False)
-    assert resumed.resumed_from == 2
-    assert torch.equal(resumed.synset.images, full.images)
+    check_kill_and_resume(AttentionMatching, _cfg, toy, tmp_path, monkeypatch)

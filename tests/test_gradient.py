@@ -1,6 +1,5 @@
 """DC and DSA (gradient matching): distances by hand, the method's mechanics, the DC evaluation
 augmentation, and resume through the runner."""
-import json
 import math
 
 import pytest
@@ -22,10 +21,8 @@ from datadistill.methods.gradient import (
     mse_distance,
 )
 from datadistill.rng import make_generator
-from datadistill.runner import run_distillation
-from datadistill.synset import SyntheticSet
 
-from toydata import accuracy_before_after, toy_splits
+from toydata import accuracy_before_after, check_kill_and_resume, toy_splits
 
 SMALL = dict(device="cpu", model_args={"width": 8, "depth": 2})
 
@@ -266,22 +263,4 @@ def _runner_cfg(**over):
 
 
 def test_resume_after_a_kill_gives_the_same_set(tmp_path, toy, monkeypatch):
-    full = run_distillation(_runner_cfg(), tmp_path / "a", data=toy, progress=False).synset
-
-    real_step = GradientMatching.step
-
-    def dying_step(self, it):
-        if it == 3:
-            raise KeyboardInterrupt
-        return real_step(self, it)
-
-    monkeypatch.setattr(GradientMatching, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        run_distillation(_runner_cfg(), tmp_path / "b", data=toy, progress=False)
-    monkeypatch.setattr(GradientMatching, "step", real_step)
-    assert SyntheticSet.load(tmp_path / "b").meta["iterations"] == 2
-    resumed = run_distillation(_runner_cfg(), tmp_path / "b", data=toy, progress=False)
-    assert resumed.resumed_from == 2
-    assert torch.equal(resumed.synset.images, full.images)
-    its = [json.loads(l)["it"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert its[:6] == [1, 2, 3, 4, 5, 6]
+    check_kill_and_resume(GradientMatching, _runner_cfg, toy, tmp_path, monkeypatch)

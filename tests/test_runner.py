@@ -8,6 +8,7 @@ from datadistill.errors import ConfigError, DistillError
 from datadistill.methods.distribution import DistributionMatching
 from datadistill.runner import run_distillation
 from datadistill.synset import SyntheticSet
+from toydata import check_kill_and_resume
 
 SMALL = dict(device="cpu", batch_real=5, model_args={"width": 8, "depth": 2}, checkpoint_every=2,
              val_epochs=2, eval={"runs": 0})
@@ -35,25 +36,7 @@ def test_run_folder_contents_and_eval_json(tmp_path, toy):
 
 
 def test_resume_after_a_kill_gives_the_same_set(tmp_path, toy, monkeypatch):
-    full = run_distillation(cfg(), tmp_path / "a", data=toy, progress=False).synset
-
-    real_step = DistributionMatching.step
-
-    def dying_step(self, it):
-        if it == 3:  # killed during iteration 4: the checkpoint at 2 is the last one
-            raise KeyboardInterrupt
-        return real_step(self, it)
-
-    monkeypatch.setattr(DistributionMatching, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        run_distillation(cfg(), tmp_path / "b", data=toy, progress=False)
-    monkeypatch.setattr(DistributionMatching, "step", real_step)
-    assert SyntheticSet.load(tmp_path / "b").meta["iterations"] == 2
-    resumed = run_distillation(cfg(), tmp_path / "b", data=toy, progress=False)
-    assert resumed.resumed_from == 2
-    assert torch.equal(resumed.synset.images, full.images)
-    its = [json.loads(l)["it"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert its[:6] == [1, 2, 3, 4, 5, 6]  # no duplicated iterations after the resume
+    check_kill_and_resume(DistributionMatching, cfg, toy, tmp_path, monkeypatch)
 
 
 def test_extending_iterations_resumes(tmp_path, toy):

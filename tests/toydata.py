@@ -32,3 +32,34 @@ def accuracy_before_after(distiller, data: DatasetSplits, steps: int):
     for it in range(steps):
         distiller.step(it)
     return before, evaluate(distiller.synthetic_set(), **kw)
+
+
+def check_kill_and_resume(method_cls, make_cfg, data: DatasetSplits, tmp_path, monkeypatch) -> None:
+    """Run `make_cfg()` (6 iterations, checkpoint every 2) uninterrupted in tmp_path/a; run it again
+    in tmp_path/b killed during iteration 4; resume; the set must equal the uninterrupted one and
+    metrics.jsonl must hold each iteration once."""
+    import json
+
+    import pytest
+
+    from datadistill.runner import run_distillation
+    from datadistill.synset import SyntheticSet
+
+    full = run_distillation(make_cfg(), tmp_path / "a", data=data, progress=False).synset
+    real_step = method_cls.step
+
+    def dying_step(self, it):
+        if it == 3:  # killed during iteration 4: the checkpoint at 2 is the last one
+            raise KeyboardInterrupt
+        return real_step(self, it)
+
+    monkeypatch.setattr(method_cls, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_distillation(make_cfg(), tmp_path / "b", data=data, progress=False)
+    monkeypatch.setattr(method_cls, "step", real_step)
+    assert SyntheticSet.load(tmp_path / "b").meta["iterations"] == 2
+    resumed = run_distillation(make_cfg(), tmp_path / "b", data=data, progress=False)
+    assert resumed.resumed_from == 2
+    assert torch.equal(resumed.synset.images, full.images)
+    its = [json.loads(line)["it"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert its[:6] == [1, 2, 3, 4, 5, 6]  # no duplicated iterations after the resume
