@@ -92,27 +92,65 @@ def run_one(spec: dict) -> dict:
     return out
 
 
+def spec_key(spec: dict) -> str:
+    """What identifies a configuration across runs: the spec without machine-specific paths."""
+    return json.dumps({k: v for k, v in spec.items() if k != "data_root"}, sort_keys=True)
+
+
+def _previous_rows(dest: Path) -> dict[str, dict]:
+    """Successful rows of an earlier results file, keyed by spec, each carrying the date, machine and
+    note of the run that produced it (so rows from different runs stay attributable)."""
+    if not dest.exists():
+        return {}
+    doc = json.loads(dest.read_text())
+    rows = {}
+    for r in doc.get("results", []):
+        if "error" in r or "spec" not in r:
+            continue
+        r.setdefault("date", doc.get("date"))
+        r.setdefault("machine", doc.get("machine"))
+        if doc.get("note"):
+            r.setdefault("note", doc["note"])
+        rows[spec_key(r["spec"])] = r
+    return rows
+
+
 def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
-    """Run each spec in a subprocess (python this_script --one JSON) and write results/<name>.json."""
+    """Run each spec in a subprocess (python this_script --one JSON) and write results/<name>.json
+    after each one. Options: `--resume` keeps the rows of the existing file that finished and runs
+    only the others; `--only I,J` runs only those spec indices (0-based; implies --resume for the rest).
+    Every row records its spec, date and machine (commit, threads), so merged rows stay attributable."""
     if len(argv) > 2 and argv[1] == "--one":
         print(json.dumps(run_one(json.loads(argv[2]))))
         sys.exit(0)
+    only = None
+    if "--only" in argv:
+        only = {int(i) for i in argv[argv.index("--only") + 1].split(",")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     dest = RESULTS / f"{name}.json"
+    previous = _previous_rows(dest) if ("--resume" in argv or only is not None) else {}
     rows = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         spec.setdefault("data_root", os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA)))
-        label = f"{spec['method']} {spec['dataset']} ipc{spec['ipc']}"
-        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            rows.append({"spec": spec, "error": f"exit status {proc.returncode}"})
+        label = f"{spec['method']} {spec['dataset']} ipc{spec['ipc']} {spec.get('overrides') or ''}".strip()
+        old = previous.get(spec_key(spec))
+        if old is not None and (only is None or i not in only):
+            rows.append(old)
+            print(f"[{time.strftime('%H:%M:%S')}] {label}: kept from {old.get('date')}", file=sys.stderr, flush=True)
+        elif only is not None and i not in only:
+            continue
         else:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            init = r.get("init_accuracy", {}).get("mean")
-            print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
-                  f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                rows.append({"spec": spec, "error": f"exit status {proc.returncode}"})
+            else:
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
+                rows.append(r)
+                init = r.get("init_accuracy", {}).get("mean")
+                print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
+                      f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
         doc = {"benchmark": name, "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
                "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": rows}
         dest.write_text(json.dumps(doc, indent=2) + "\n")

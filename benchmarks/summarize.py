@@ -27,14 +27,22 @@ def budget_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def provenance(row: dict, doc: dict) -> str:
+    """Which run produced a row: its date, commit and thread count (rows merged by --resume keep
+    their own; older files only have the document's)."""
+    m = row.get("machine") or doc["machine"]
+    where = m["cuda"] or f"{m['cpu_threads']} thr"
+    return f"{row.get('date') or doc['date']}, {m.get('commit') or '?'}, {where}"
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     if doc["benchmark"] == "budget":
         return budget_table(doc)
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
              f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'})", "",
-             "| method | dataset | IPC | lr_img | iterations | test acc. % | init acc. % | s / iteration | distill s | eval s / run | peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | dataset | IPC | lr_img | iterations | test acc. % | init acc. % | s / iteration | distill s | eval s / run | peak MiB | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         if "error" in r:
             lines.append(f"| {r['spec']['method']} | {r['spec']['dataset']} | {r['spec']['ipc']} | failed: {r['error']} ||||||||")
@@ -42,7 +50,7 @@ def table(path: Path) -> str:
         lines.append(
             f"| {r['method']} | {r['dataset']} | {r['ipc']} | {r['config']['lr_img']:g} | {r['iterations']} | {acc(r['accuracy'])} | "
             f"{acc(r.get('init_accuracy'))} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
-            f"{r['eval']['seconds_per_run_with_test']:.0f} | {r['peak_memory_mb']:.0f} |"
+            f"{r['eval']['seconds_per_run_with_test']:.0f} | {r['peak_memory_mb']:.0f} | {provenance(r, doc)} |"
         )
     return "\n".join(lines)
 
