@@ -118,42 +118,47 @@ def _previous_rows(dest: Path) -> dict[str, dict]:
 def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
     """Run each spec in a subprocess (python this_script --one JSON) and write results/<name>.json
     after each one. Options: `--resume` keeps the rows of the existing file that finished and runs
-    only the others; `--only I,J` runs only those spec indices (0-based; implies --resume for the rest).
-    Every row records its spec, date and machine (commit, threads), so merged rows stay attributable."""
+    only the others; `--only I,J` runs only those spec indices (0-based) and keeps the other rows.
+    With either, the file is re-read before each write, so two processes running different rows of
+    one script both land in it. Every row records its spec, date and machine (commit, threads)."""
     if len(argv) > 2 and argv[1] == "--one":
         print(json.dumps(run_one(json.loads(argv[2]))))
         sys.exit(0)
     only = None
     if "--only" in argv:
         only = {int(i) for i in argv[argv.index("--only") + 1].split(",")}
+    merge = "--resume" in argv or only is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
     dest = RESULTS / f"{name}.json"
-    previous = _previous_rows(dest) if ("--resume" in argv or only is not None) else {}
-    rows = []
-    for i, spec in enumerate(specs):
+    for spec in specs:
         spec.setdefault("data_root", os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA)))
+    done: dict[str, dict] = {}
+    kept = _previous_rows(dest) if merge else {}
+    for i, spec in enumerate(specs):
+        key = spec_key(spec)
         label = f"{spec['method']} {spec['dataset']} ipc{spec['ipc']} {spec.get('overrides') or ''}".strip()
-        old = previous.get(spec_key(spec))
-        if old is not None and (only is None or i not in only):
-            rows.append(old)
-            print(f"[{time.strftime('%H:%M:%S')}] {label}: kept from {old.get('date')}", file=sys.stderr, flush=True)
-        elif only is not None and i not in only:
+        if (only is not None and i not in only) or (only is None and key in kept):
+            if key in kept:
+                print(f"[{time.strftime('%H:%M:%S')}] {label}: kept from {kept[key].get('date')}", file=sys.stderr, flush=True)
             continue
+        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            done[key] = {"spec": spec, "error": f"exit status {proc.returncode}"}
         else:
-            print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
-            proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
-            if proc.returncode != 0:
-                rows.append({"spec": spec, "error": f"exit status {proc.returncode}"})
-            else:
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
-                rows.append(r)
-                init = r.get("init_accuracy", {}).get("mean")
-                print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
-                      f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
+            done[key] = r
+            init = r.get("init_accuracy", {}).get("mean")
+            print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
+                  f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+        on_disk = _previous_rows(dest) if merge else {}
+        rows = [done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs]
         doc = {"benchmark": name, "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": rows}
-        dest.write_text(json.dumps(doc, indent=2) + "\n")
+               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": [r for r in rows if r]}
+        tmp = dest.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(dest)
     return dest
 
 
