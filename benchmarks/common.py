@@ -115,51 +115,65 @@ def _previous_rows(dest: Path) -> dict[str, dict]:
     return rows
 
 
-def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
-    """Run each spec in a subprocess (python this_script --one JSON) and write results/<name>.json
-    after each one. Options: `--resume` keeps the rows of the existing file that finished and runs
-    only the others; `--only I,J` runs only those spec indices (0-based) and keeps the other rows.
-    With either, the file is re-read before each write, so two processes running different rows of
-    one script both land in it. Every row records its spec, date and machine (commit, threads)."""
-    if len(argv) > 2 and argv[1] == "--one":
-        print(json.dumps(run_one(json.loads(argv[2]))))
-        sys.exit(0)
-    only = None
-    if "--only" in argv:
-        only = {int(i) for i in argv[argv.index("--only") + 1].split(",")}
+def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, dest: Path, extra=None) -> Path:
+    """The loop behind run_all and run_jobs: each spec in a subprocess (`python this_script --one
+    JSON`), the results file rewritten (atomically) after each one.
+
+    `--resume` keeps the finished rows of the existing file and runs the others; `--only I,J` runs
+    only those spec indices (0-based) and keeps the other rows. With either, the file is re-read
+    before each write, so two processes running different rows of one script both land in it.
+    Every new row records its spec, date, machine (commit, threads) and wall seconds."""
+    only = {int(i) for i in argv[argv.index("--only") + 1].split(",")} if "--only" in argv else None
     merge = "--resume" in argv or only is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
-    dest = RESULTS / f"{name}.json"
-    for spec in specs:
-        spec.setdefault("data_root", os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA)))
-    done: dict[str, dict] = {}
+    command = "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]])
     kept = _previous_rows(dest) if merge else {}
+    done: dict[str, dict] = {}
     for i, spec in enumerate(specs):
         key = spec_key(spec)
-        label = f"{spec['method']} {spec['dataset']} ipc{spec['ipc']} {spec.get('overrides') or ''}".strip()
         if (only is not None and i not in only) or (only is None and key in kept):
             if key in kept:
-                print(f"[{time.strftime('%H:%M:%S')}] {label}: kept from {kept[key].get('date')}", file=sys.stderr, flush=True)
+                print(f"[{time.strftime('%H:%M:%S')}] {label(spec)}: kept from {kept[key].get('date')}", file=sys.stderr, flush=True)
             continue
-        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
+        print(f"[{time.strftime('%H:%M:%S')}] {label(spec)} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             done[key] = {"spec": spec, "error": f"exit status {proc.returncode}"}
         else:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
+            r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=machine(),
+                     job_wall_seconds=time.perf_counter() - t0)
             done[key] = r
-            init = r.get("init_accuracy", {}).get("mean")
-            print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
-                  f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+            report(r)
+        print(f"    done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         on_disk = _previous_rows(dest) if merge else {}
-        rows = [done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs]
-        doc = {"benchmark": name, "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "results": [r for r in rows if r]}
+        rows = [r for r in (done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs) if r]
+        doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+               **(extra(rows) if extra else {}), "results": rows}
         tmp = dest.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(dest)
+    print(dest)
     return dest
+
+
+def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
+    """Distil + evaluate each spec (run_one) in its own process; write results/<name>.json.
+    Options as in `_run_list` (--resume, --only)."""
+    if len(argv) > 2 and argv[1] == "--one":
+        print(json.dumps(run_one(json.loads(argv[2]))))
+        sys.exit(0)
+    for spec in specs:
+        spec.setdefault("data_root", os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA)))
+
+    def report(r):
+        init = r.get("init_accuracy", {}).get("mean")
+        print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
+              f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+
+    return _run_list(name, specs, argv, dest=RESULTS / f"{name}.json", report=report,
+                     label=lambda s: f"{s['method']} {s['dataset']} ipc{s['ipc']} {s.get('overrides') or ''}".strip())
 
 
 def rss_mb() -> float:
@@ -171,34 +185,18 @@ def rss_mb() -> float:
 
 def run_jobs(name: str, jobs: list[dict], handlers: dict, argv: list[str], *, label_keys: tuple[str, ...],
              dest: Path | None = None, extra=None) -> Path:
-    """Run each job dict in a subprocess (`python this_script --one JSON`, dispatched on job["job"]
-    to `handlers`) and rewrite `dest` (default results/<name>.json) after each one, so an
-    interrupted run keeps the finished jobs. `extra(rows)` adds fields to the document."""
+    """Run each job dict (dispatched on job["job"] to `handlers`) in its own process and write
+    `dest` (default results/<name>.json); `extra(rows)` adds fields to the document. Options as in
+    `_run_list` (--resume, --only), so a run of hours can be split over sessions."""
     if len(argv) > 2 and argv[1] == "--one":
         job = json.loads(argv[2])
         print(json.dumps(handlers[job["job"]](job)))
         sys.exit(0)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    dest = dest or RESULTS / f"{name}.json"
-    rows: list[dict] = []
-    for job in jobs:
-        label = " ".join(f"{k}={job[k]}" for k in label_keys if k in job)
-        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, argv[0], "--one", json.dumps(job)], stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            rows.append({"spec": job, "error": f"exit status {proc.returncode}"})
-        else:
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            rows[-1]["job_wall_seconds"] = time.perf_counter() - t0
-            if "accuracy" in rows[-1]:
-                a = rows[-1]["accuracy"]
-                print(f"    {a['mean']:.2f} +- {a['std']:.2f} % ({a['runs']} runs)", file=sys.stderr, flush=True)
-        print(f"    done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-        doc = {"benchmark": name, "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
-               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), **(extra(rows) if extra else {}),
-               "results": rows}
-        dest.write_text(json.dumps(doc, indent=2) + "\n")
-    print(dest)
-    return dest
 
+    def report(r):
+        if "accuracy" in r:
+            a = r["accuracy"]
+            print(f"    {a['mean']:.2f} +- {a['std']:.2f} % ({a['runs']} runs)", file=sys.stderr, flush=True)
+
+    return _run_list(name, jobs, argv, dest=dest or RESULTS / f"{name}.json", extra=extra, report=report,
+                     label=lambda j: " ".join(f"{k}={j[k]}" for k in label_keys if k in j))
