@@ -1,8 +1,9 @@
-"""Applications on MNIST, IPC 10: the architecture-search proxy of a DM set, and a 5-step
-class-incremental learning curve with DM vs random vs herding memories.
+"""Applications on MNIST, IPC 10: the architecture-search proxy of a DM set, the same set on six
+architectures, and a 5-step class-incremental learning curve with DM vs random vs herding memories.
 
-    python benchmarks/applications_mnist.py                  # both parts
+    python benchmarks/applications_mnist.py                  # all three parts
     python benchmarks/applications_mnist.py --part nas       # only the NAS proxy
+    python benchmarks/applications_mnist.py --part crossarch # only the cross-architecture table
     python benchmarks/applications_mnist.py --part continual # only the continual-learning curves
 
 Writes benchmarks/results/applications_mnist.json (updated after each part, so a part can be rerun
@@ -25,6 +26,12 @@ NAS part, about 35-40 minutes on that CPU:
   Both sides train briefly (50 and 20 SGD steps at batch 256), so the "real" ranking is itself that
   of short training on 1,000 real images: the correlation says how well the set stands in for that.
   Raise --nas-epochs-syn / --nas-epochs-real / --nas-real-subset on a faster machine.
+
+Cross-architecture part: the NAS part's DM set (reloaded from its run folder) trained from scratch
+on convnet, lenet, alexnet, vgg11, resnet18 and mlp, 3 runs of the quick protocol each (300 epochs,
+DSA). ResNet-18 dominates: about 6x the ConvNet's FLOPs per image and batch norm (its runs train one
+after another), about 12 minutes a run on one thread; the part is about an hour on that CPU
+(--crossarch-runs 1 for a third of it).
 
 Continual part, about an hour on that CPU: 5 steps of 2 classes; per step, DM (quick preset,
 600 iterations on the step's 2 classes: about 2.5 minutes), random (instant) or herding (the quick
@@ -52,17 +59,31 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def nas_part(args, data) -> dict:
-    from datadistill.apps.nas import architecture_search
+DM_RUN = REPO / "runs" / "bench-apps-mnist-dm-ipc10"
+
+
+def dm_run(args, data):
+    """The DM set (MNIST IPC 10, quick preset) the NAS and cross-architecture parts use: distilled
+    into DM_RUN, or resumed / reloaded from there. Returns (config, run result, wall seconds)."""
     from datadistill.config import resolve_config
-    from datadistill.fileio import write_json
     from datadistill.runner import run_distillation
 
     cfg = resolve_config("dm", "mnist", 10, "quick", data_root=args.data_root, device=args.device, eval={"runs": 0})
-    out = REPO / "runs" / "bench-apps-mnist-dm-ipc10"
     t0 = time.perf_counter()
-    run = run_distillation(cfg, out, data=data, progress=False, log=log)
-    distill_wall = time.perf_counter() - t0
+    run = run_distillation(cfg, DM_RUN, data=data, progress=False, log=log)
+    return cfg, run, time.perf_counter() - t0
+
+
+def distillation_info(cfg, run, wall: float) -> dict:
+    return {"method": "dm", "preset": "quick", "iterations": cfg.iterations, "run": str(DM_RUN),
+            "distill_seconds": run.distill_seconds, "wall_seconds": wall, "resumed_from": run.resumed_from}
+
+
+def nas_part(args, data) -> dict:
+    from datadistill.apps.nas import architecture_search
+    from datadistill.fileio import write_json
+
+    cfg, run, distill_wall = dm_run(args, data)
     res = architecture_search(
         run.synset, data, variants=args.nas_family, real_subset=args.nas_real_subset, val_subset=args.nas_val_subset,
         epochs_syn=args.nas_epochs_syn, epochs_real=args.nas_epochs_real, runs=args.nas_runs, aug="dsa",
@@ -70,15 +91,29 @@ def nas_part(args, data) -> dict:
     )
     print(res.table(), file=sys.stderr)
     doc = res.to_dict()
-    write_json(out / "nas.json", doc)
+    write_json(DM_RUN / "nas.json", doc)
     full = len(data.train)
     doc["extrapolated_full_real_seconds"] = res.real_seconds * full / max(1, res.real_images)
     doc["extrapolated_note"] = (f"real-side seconds scaled linearly from {res.real_images} to the {full} images of the "
                                 "training split at the same epochs (an estimate, not a measurement)")
-    doc["distillation"] = {"method": "dm", "preset": "quick", "iterations": cfg.iterations, "run": str(out),
-                           "distill_seconds": run.distill_seconds, "wall_seconds": distill_wall,
-                           "resumed_from": run.resumed_from}
+    doc["distillation"] = distillation_info(cfg, run, distill_wall)
     return doc
+
+
+def crossarch_part(args, data) -> dict:
+    """The DM set evaluated on each network of --models under its quick evaluation protocol (300
+    epochs, DSA, lr 0.01), --crossarch-runs runs each (batch-norm-free networks trained together)."""
+    from datadistill.evaluate import evaluate
+
+    cfg, run, distill_wall = dm_run(args, data)
+    rows = []
+    for m in args.models:
+        log(f"cross-architecture: {m}, {args.crossarch_runs} runs of {cfg.eval.resolved_epochs()} epochs")
+        r = evaluate(run.synset, model=m, runs=args.crossarch_runs, epochs=cfg.eval.resolved_epochs(), lr=cfg.eval.lr,
+                     aug=cfg.eval.aug, test=data.test, device=args.device, seed=0, progress=False)
+        log(r.summary())
+        rows.append(r.to_dict())
+    return {"models": rows, "distillation": distillation_info(cfg, run, distill_wall)}
 
 
 def continual_part(args, data) -> dict:
@@ -99,7 +134,10 @@ def continual_part(args, data) -> dict:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["nas", "continual", "all"], default="all")
+    ap.add_argument("--part", choices=["nas", "crossarch", "continual", "all"], default="all")
+    ap.add_argument("--models", default="convnet,lenet,alexnet,vgg11,resnet18,mlp",
+                    type=lambda s: [m for m in s.split(",") if m], help="cross-architecture networks")
+    ap.add_argument("--crossarch-runs", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA)))
     ap.add_argument("--nas-family", default="default", choices=["default", "small"])
@@ -122,10 +160,11 @@ def main(argv: list[str]) -> int:
     doc.update(benchmark=NAME, command="python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
                date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
     data = load_dataset("mnist", args.data_root, progress=False)
-    parts = ["nas", "continual"] if args.part == "all" else [args.part]
+    parts = ["nas", "crossarch", "continual"] if args.part == "all" else [args.part]
+    run_part = {"nas": nas_part, "crossarch": crossarch_part, "continual": continual_part}
     for part in parts:
         t0 = time.perf_counter()
-        doc[part] = nas_part(args, data) if part == "nas" else continual_part(args, data)
+        doc[part] = run_part[part](args, data)
         doc[part + "_wall_seconds"] = time.perf_counter() - t0
         dest.write_text(json.dumps(doc, indent=2) + "\n")
         log(f"{part}: {doc[part + '_wall_seconds'] / 60:.1f} minutes; wrote {dest}")
