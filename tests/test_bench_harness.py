@@ -1,0 +1,67 @@
+"""The benchmark harness's row bookkeeping (benchmarks/common.py): --only runs the named rows and
+keeps the others, --resume runs only the missing ones, and every row says which run produced it.
+The configurations are fakes (no distillation): a script that patches common.run_one."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+SCRIPT = """
+import os
+import sys
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import common
+common.RESULTS = Path({results!r})
+calls = Path({results!r}) / "calls.txt"
+def fake(spec):
+    with calls.open("a") as f:
+        f.write(f"{{spec['ipc']}}\\n")
+    if spec["ipc"] == 2 and os.environ.get("FAKE_FAIL"):
+        raise RuntimeError("boom")
+    return {{"method": spec["method"], "dataset": spec["dataset"], "ipc": spec["ipc"],
+            "accuracy": {{"mean": 10.0 * spec["ipc"], "std": 0.0, "runs": 1}},
+            "seconds_per_iteration": 1.0, "distill_seconds": 1.0}}
+common.run_one = fake
+SPECS = [{{"method": "m", "dataset": "d", "ipc": i, "preset": "quick"}} for i in (1, 2)]
+common.run_all("fake", SPECS, sys.argv)
+"""
+
+
+def _run(script: Path, *args: str, fail: bool = False) -> None:
+    env = {**os.environ, "FAKE_FAIL": "1" if fail else ""}
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True, env=env)
+
+
+def _rows(out: Path) -> list[dict]:
+    return json.loads(out.read_text())["results"]
+
+
+def test_only_resume_and_provenance(tmp_path):
+    script = tmp_path / "fake_bench.py"
+    script.write_text(SCRIPT.format(bench=str(BENCH), results=str(tmp_path)))
+    out = tmp_path / "fake.json"
+    calls = tmp_path / "calls.txt"
+
+    _run(script, "--only", "0")
+    (row,) = _rows(out)
+    assert row["ipc"] == 1 and row["spec"]["ipc"] == 1 and row["machine"]["torch"] and row["date"]
+    assert "data_root" in row["spec"]  # recorded, but not part of what identifies a row
+
+    _run(script, "--resume", fail=True)  # keeps row 0, runs row 1, which fails
+    assert calls.read_text().split() == ["1", "2"]
+    rows = _rows(out)
+    assert rows[0]["accuracy"]["mean"] == 10.0 and "error" in rows[1] and rows[1]["spec"]["ipc"] == 2
+
+    _run(script, "--resume")  # only the failed row runs again
+    assert calls.read_text().split() == ["1", "2", "2"]
+    assert [r["accuracy"]["mean"] for r in _rows(out)] == [10.0, 20.0]
+
+    first = _rows(out)[1]["date"], _rows(out)[1]["job_wall_seconds"]
+    _run(script, "--only", "0")  # re-runs row 0, keeps row 1 as it was
+    assert calls.read_text().split() == ["1", "2", "2", "1"]
+    assert [r["ipc"] for r in _rows(out)] == [1, 2] and (_rows(out)[1]["date"], _rows(out)[1]["job_wall_seconds"]) == first
+    assert not list(tmp_path.glob("*.tmp"))
