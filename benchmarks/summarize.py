@@ -39,6 +39,8 @@ def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     if doc["benchmark"] == "budget":
         return budget_table(doc)
+    if not all("config" in r or "error" in r for r in doc.get("results", [None])):
+        return f"(no table layout for `{doc['command']}`: its fields are in {path.name})"
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
              f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'})", "",
              "| method | dataset | IPC | lr_img | iterations | test acc. % | init acc. % | s / iteration | distill s | eval s / run | peak MiB | run |",
