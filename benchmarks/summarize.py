@@ -27,6 +27,14 @@ def budget_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def method_cell(row: dict) -> str:
+    """The method, with any setting the row overrides besides lr_img (which has its own column)."""
+    over = {k: v for k, v in (row.get("spec", {}).get("overrides") or {}).items() if k != "lr_img"}
+    flat = [f"{k}={v}" for k, v in over.items() if not isinstance(v, dict)]
+    flat += [f"{k}={v}" for d in over.values() if isinstance(d, dict) for k, v in d.items()]
+    return row["method"] + (f" ({', '.join(flat)})" if flat else "")
+
+
 def provenance(row: dict, doc: dict) -> str:
     """Which run produced a row: its date, commit and thread count (rows merged by --resume keep
     their own; older files only have the document's)."""
@@ -50,7 +58,7 @@ def table(path: Path) -> str:
             lines.append(f"| {r['spec']['method']} | {r['spec']['dataset']} | {r['spec']['ipc']} | failed: {r['error']} ||||||||")
             continue
         lines.append(
-            f"| {r['method']} | {r['dataset']} | {r['ipc']} | {r['config']['lr_img']:g} | {r['iterations']} | {acc(r['accuracy'])} | "
+            f"| {method_cell(r)} | {r['dataset']} | {r['ipc']} | {r['config']['lr_img']:g} | {r['iterations']} | {acc(r['accuracy'])} | "
             f"{acc(r.get('init_accuracy'))} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
             f"{r['eval']['seconds_per_run_with_test']:.0f} | {r['peak_memory_mb']:.0f} | {provenance(r, doc)} |"
         )
