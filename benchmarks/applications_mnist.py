@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, REPO, RESULTS, machine  # noqa: E402
+from common import DEFAULT_DATA, REPO, RESULTS, command_line, machine  # noqa: E402
 
 NAME = "applications_mnist"
 MEMORIES = ("dm", "random", "herding")
@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     dest = RESULTS / f"{NAME}.json"
     doc = json.loads(dest.read_text()) if dest.exists() else {}
-    doc.update(benchmark=NAME, command="python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
+    doc.update(benchmark=NAME, command=command_line(argv),
                date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
     data = load_dataset("mnist", args.data_root, progress=False)
     parts = ["nas", "crossarch", "continual"] if args.part == "all" else [args.part]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import common
-from common import DEFAULT_DATA, RESULTS, machine, run_all
+from common import DEFAULT_DATA, RESULTS, command_line, machine, run_all
 
 SPECS = [
     {"method": m, "dataset": "mnist", "ipc": 10, "preset": "quick", "eval_runs": 3, "eval_init": False}
@@ -79,7 +79,7 @@ def full_data(epochs: int = 5, runs: int = 1, device: str = "auto", argv: list[s
     argv = argv if argv is not None else sys.argv
     doc = {
         "benchmark": "baseline_mnist",
-        "command": "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]]),
+        "command": command_line(argv),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "result": res.to_dict(),

@@ -94,6 +94,11 @@ def run_one(spec: dict) -> dict:
     return out
 
 
+def command_line(argv: list[str]) -> str:
+    """The command that produced a results file, as README quotes it."""
+    return "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]])
+
+
 def spec_key(spec: dict) -> str:
     """What identifies a configuration across runs: the spec without machine-specific paths."""
     return json.dumps({k: v for k, v in spec.items() if k != "data_root"}, sort_keys=True)
@@ -128,9 +133,10 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
     only = {int(i) for i in argv[argv.index("--only") + 1].split(",")} if "--only" in argv else None
     merge = "--resume" in argv or only is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]])
+    command = command_line(argv)
     kept = _previous_rows(dest) if merge else {}
     done: dict[str, dict] = {}
+    this_machine = machine()  # the same for every row of this process
     for i, spec in enumerate(specs):
         key = spec_key(spec)
         if (only is not None and i not in only) or (only is None and key in kept):
@@ -144,14 +150,14 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
             done[key] = {"spec": spec, "error": f"exit status {proc.returncode}"}
         else:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=machine(),
+            r.update(spec=spec, date=time.strftime("%Y-%m-%d %H:%M"), machine=this_machine,
                      job_wall_seconds=time.perf_counter() - t0)
             done[key] = r
             report(r)
         print(f"    done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         on_disk = _previous_rows(dest) if merge else {}
         rows = [r for r in (done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs) if r]
-        doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+        doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": this_machine,
                **(extra(rows) if extra else {}), "results": rows}
         tmp = dest.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
