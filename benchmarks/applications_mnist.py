@@ -42,14 +42,13 @@ trained from scratch on the memory (20, 40, ..., 100 images) with the quick eval
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, REPO, RESULTS, command_line, machine  # noqa: E402
+from common import DEFAULT_DATA, REPO, RESULTS, command_line, machine, update_keys  # noqa: E402
 
 NAME = "applications_mnist"
 MEMORIES = ("dm", "random", "herding")
@@ -156,18 +155,19 @@ def main(argv: list[str]) -> int:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     dest = RESULTS / f"{NAME}.json"
-    doc = json.loads(dest.read_text()) if dest.exists() else {}
-    doc.update(benchmark=NAME, command=command_line(argv),
-               date=time.strftime("%Y-%m-%d %H:%M"), machine=machine())
     data = load_dataset("mnist", args.data_root, progress=False)
     parts = ["nas", "crossarch", "continual"] if args.part == "all" else [args.part]
     run_part = {"nas": nas_part, "crossarch": crossarch_part, "continual": continual_part}
+    this_machine = machine()
     for part in parts:
         t0 = time.perf_counter()
-        doc[part] = run_part[part](args, data)
-        doc[part + "_wall_seconds"] = time.perf_counter() - t0
-        dest.write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"{part}: {doc[part + '_wall_seconds'] / 60:.1f} minutes; wrote {dest}")
+        result = run_part[part](args, data)
+        wall = time.perf_counter() - t0
+        # each part carries its own provenance; the file is re-read first, so parts run by
+        # different processes (--part nas and --part continual side by side) all land in it
+        run = {"command": command_line(argv), "date": time.strftime("%Y-%m-%d %H:%M"), "machine": this_machine}
+        update_keys(dest, {"benchmark": NAME, part: result, part + "_wall_seconds": wall, part + "_run": run})
+        log(f"{part}: {wall / 60:.1f} minutes; wrote {dest}")
     return 0
 
 

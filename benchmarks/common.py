@@ -159,11 +159,25 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
         rows = [r for r in (done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs) if r]
         doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": this_machine,
                **(extra(rows) if extra else {}), "results": rows}
-        tmp = dest.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(dest)
+        write_atomic(dest, doc)
     print(dest)
     return dest
+
+
+def write_atomic(dest: Path, doc: dict) -> None:
+    """Write `doc` as JSON to `dest` through a temporary file, so a reader never sees half a file."""
+    tmp = dest.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(dest)
+
+
+def update_keys(dest: Path, updates: dict) -> dict:
+    """Re-read `dest` (if any), set `updates` on it and write it back atomically: a results file
+    whose parts are written by different processes keeps every part. Returns the written document."""
+    doc = json.loads(dest.read_text()) if dest.exists() else {}
+    doc.update(updates)
+    write_atomic(dest, doc)
+    return doc
 
 
 def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:

@@ -65,3 +65,19 @@ def test_only_resume_and_provenance(tmp_path):
     assert calls.read_text().split() == ["1", "2", "2", "1"]
     assert [r["ipc"] for r in _rows(out)] == [1, 2] and (_rows(out)[1]["date"], _rows(out)[1]["job_wall_seconds"]) == first
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_update_keys_keeps_parts_written_by_other_processes(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    dest = tmp_path / "apps.json"
+    common.update_keys(dest, {"benchmark": "apps", "nas": {"spearman": 0.5}})
+    # another process writes its part in between (the file changed under the first writer)
+    dest.write_text(json.dumps({**json.loads(dest.read_text()), "continual": {"dm": [1, 2]}}))
+    doc = common.update_keys(dest, {"crossarch": {"models": []}})
+    assert json.loads(dest.read_text()) == doc
+    assert doc == {"benchmark": "apps", "nas": {"spearman": 0.5}, "continual": {"dm": [1, 2]}, "crossarch": {"models": []}}
+    assert not list(tmp_path.glob("*.tmp"))
