@@ -7,10 +7,11 @@
                                                        ConvNet on the full training split
                                                        -> results/baseline_mnist.json
 
-Coreset methods run no iterations: their cost is the selection (for herding and k-center, training
-the embedding ConvNet 1 epoch and embedding the 54,000 training images), which happens in the
-method's `init` and so is not part of the runner's `distill_seconds`; it is recorded here as
-`selection_seconds`, with the embedding network's training accuracy and seconds.
+Coreset methods run no iterations (`seconds_per_iteration` is null): their cost is the selection
+(for herding and k-center, training the embedding ConvNet 1 epoch and embedding the 54,000 training
+images), which happens in the method's `init`; the runner's `distill_seconds` includes it (with
+loading the data), and `selection_seconds` is the selection alone, with the embedding network's
+training accuracy and seconds.
 """
 from __future__ import annotations
 

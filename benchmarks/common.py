@@ -79,7 +79,7 @@ def run_one(spec: dict) -> dict:
     out = {
         "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "preset": cfg.preset,
         "iterations": cfg.iterations, "distill_seconds": res.distill_seconds,
-        "seconds_per_iteration": res.distill_seconds / max(1, cfg.iterations),
+        "seconds_per_iteration": res.distill_seconds / cfg.iterations if cfg.iterations else None,
         "accuracy": {"mean": ev.mean, "std": ev.std, "runs": ev.runs, "accuracies": ev.accuracies},
         "eval": {"model": ev.model, "epochs": ev.epochs, "aug": ev.aug, "lr": ev.lr,
                  "train_seconds_per_run": ev.train_seconds / ev.runs,
@@ -191,8 +191,9 @@ def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
 
     def report(r):
         init = r.get("init_accuracy", {}).get("mean")
+        per_it = f"{r['seconds_per_iteration']:.2f} s/it, " if r["seconds_per_iteration"] is not None else ""
         print(f"    {r['accuracy']['mean']:.2f} +- {r['accuracy']['std']:.2f} % (init {init}) "
-              f"{r['seconds_per_iteration']:.2f} s/it, {r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
+              f"{per_it}{r['distill_seconds']:.0f} s", file=sys.stderr, flush=True)
 
     return _run_list(name, specs, argv, dest=RESULTS / f"{name}.json", report=report,
                      label=lambda s: f"{s['method']} {s['dataset']} ipc{s['ipc']} {s.get('overrides') or ''}".strip())

@@ -27,6 +27,11 @@ def budget_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def per_iteration(r: dict) -> str:
+    """Seconds per iteration, or "–" for a method that runs none (coresets: all their time is selection)."""
+    return f"{r['distill_seconds'] / r['iterations']:.2f}" if r["iterations"] else "–"
+
+
 def method_cell(row: dict) -> str:
     """The method, with any setting the row overrides besides lr_img (which has its own column)."""
     over = {k: v for k, v in (row.get("spec", {}).get("overrides") or {}).items() if k != "lr_img"}
@@ -59,7 +64,7 @@ def table(path: Path) -> str:
             continue
         lines.append(
             f"| {method_cell(r)} | {r['dataset']} | {r['ipc']} | {r['config']['lr_img']:g} | {r['iterations']} | {acc(r['accuracy'])} | "
-            f"{acc(r.get('init_accuracy'))} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
+            f"{acc(r.get('init_accuracy'))} | {per_iteration(r)} | {r['distill_seconds']:.0f} | "
             f"{r['eval']['seconds_per_run_with_test']:.0f} | {r['peak_memory_mb']:.0f} | {provenance(r, doc)} |"
         )
     return "\n".join(lines)
