@@ -16,14 +16,13 @@ training accuracy and seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import common
-from common import DEFAULT_DATA, RESULTS, command_line, machine, run_all
+from common import DEFAULT_DATA, RESULTS, command_line, machine, run_all, write_atomic
 
 SPECS = [
     {"method": m, "dataset": "mnist", "ipc": 10, "preset": "quick", "eval_runs": 3, "eval_init": False}
@@ -87,7 +86,7 @@ def full_data(epochs: int = 5, runs: int = 1, device: str = "auto", argv: list[s
         "peak_memory_mb": peak_memory_mb(resolve_device(device)),
         "torch_threads": torch.get_num_threads(),
     }
-    dest.write_text(json.dumps(doc, indent=2) + "\n")
+    write_atomic(dest, doc)
     print(f"saved {dest}", file=sys.stderr)
     return dest
 
