@@ -48,10 +48,50 @@ def provenance(row: dict, doc: dict) -> str:
     return f"{row.get('date') or doc['date']}, {m.get('commit') or '?'}, {where}"
 
 
+def _overrides(r: dict) -> str:
+    over = r.get("overrides") or {}
+    flat = {**{k: v for k, v in over.items() if not isinstance(v, dict)},
+            **{k: v for d in over.values() if isinstance(d, dict) for k, v in d.items()}}
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in flat.items())
+
+
+def mtt_table(doc: dict) -> str:
+    """benchmarks/mtt_cifar10.py: the experts, then MTT and DM accuracy, then the unroll probes."""
+    rows = doc["results"]
+    lines = [f"`{doc['command']}` (torch {doc['machine']['torch']}; each row's run in its last column)", ""]
+    for r in (r for r in rows if r.get("job") == "experts"):
+        lines += [f"Experts: {r['num_experts']} x {r['epochs']} epochs, test accuracy {r['accuracy_mean']:.2f} ± "
+                  f"{r['accuracy_std']:.2f} %, {r['seconds_per_expert']:.0f} s per expert, {r['disk_mib']:.0f} MiB "
+                  f"on disk ({provenance(r, doc)}).", ""]
+    lines += ["| method | IPC | settings | iterations | test acc. % | starting images % | learned lr | s / iteration | distill s | run |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("job") not in ("mtt", "dm") or "error" in r:
+            continue
+        lr = f"{r['learned_lr']:.4f}" if r.get("learned_lr") else "–"
+        settings = _overrides(r) or "quick preset"
+        lines.append(f"| {r['method']} | {r['ipc']} | {settings} | {r['iterations']} | {acc(r['accuracy'])} | "
+                     f"{acc(r.get('init_accuracy'))} | {lr} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
+                     f"{provenance(r, doc)} |")
+    probes = [r for r in rows if r.get("job") == "probe" and "error" not in r]
+    if probes:
+        lines += ["", "| IPC | unroll | syn_steps x batch_syn | s / iteration | peak memory above start (MiB) | memory kind |",
+                  "|---|---|---|---|---|---|"]
+        for r in probes:
+            seg = f" (segment {r['segment']})" if r.get("segment") else ""
+            lines.append(f"| {r['ipc']} | {r['unroll']}{seg} | {r['syn_steps']} x {r['batch_syn'] or 'all'} | "
+                         f"{r['seconds_per_iteration']:.2f} | {r['peak_above_before_mb']:.0f} | {r['memory_kind']} |")
+    failed = [r for r in rows if "error" in r]
+    lines += [f"\nfailed: {r['spec']} ({r['error']})" for r in failed]
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     if doc["benchmark"] == "budget":
         return budget_table(doc)
+    if doc["benchmark"] == "mtt_cifar10":
+        return mtt_table(doc)
     if not all("config" in r or "error" in r for r in doc.get("results", [None])):
         return f"(no table layout for `{doc['command']}`: its fields are in {path.name})"
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
