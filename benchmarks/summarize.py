@@ -86,12 +86,76 @@ def mtt_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _run_of(run: dict | None) -> str:
+    if not run:
+        return ""
+    m = run["machine"]
+    return f" — `{run['command']}` ({run['date']}, {m.get('commit') or '?'}, {m['cuda'] or str(m['cpu_threads']) + ' thr'})"
+
+
+def applications_table(doc: dict) -> str:
+    """benchmarks/applications_mnist.py: NAS proxy, cross-architecture, continual learning (each part
+    with the command and run that produced it)."""
+    lines = []
+    nas = doc.get("nas")
+    if nas:
+        real = f"{nas['real_subset']} real images per class ({nas['real_images']})" if nas["real_subset"] else "all real images"
+        lines += [f"Architecture-search proxy{_run_of(doc.get('nas_run'))}", "",
+                  f"{len(nas['variants'])} ConvNet variants, validation accuracy ({nas['val_images']} images), "
+                  f"{nas['runs']} run each; synthetic: the {nas['syn_images']} images x {nas['epochs_syn']} epochs "
+                  f"({nas['aug_syn']}); real: {real} x {nas['epochs_real']} epochs ({nas['aug_real']}).", "",
+                  "| variant | on the set % | rank | on real % | rank |", "|---|---|---|---|---|"]
+        for v in nas["variants"]:
+            lines.append(f"| {v['name']} | {v['syn_mean']:.1f} | {v['syn_rank']} | {v['real_mean']:.1f} | {v['real_rank']} |")
+        lines += ["", f"Spearman {nas['spearman']:.3f} (p {nas['spearman_p']:.3g}), Kendall {nas['kendall']:.3f} "
+                  f"(p {nas['kendall_p']:.3g}); training seconds: on the set {nas['syn_seconds']:.0f}, on the real subset "
+                  f"{nas['real_seconds']:.0f} (on the whole training split at the same epochs, extrapolated: "
+                  f"{nas.get('extrapolated_full_real_seconds', float('nan')):.0f})", ""]
+    cross = doc.get("crossarch")
+    if cross:
+        lines += [f"Cross-architecture{_run_of(doc.get('crossarch_run'))}", "",
+                  "| model | test acc. % | train s / run | train FLOPs / image |", "|---|---|---|---|"]
+        for r in cross["models"]:
+            lines.append(f"| {r['model']} | {r['mean']:.2f} ± {r['std']:.2f} (n={r['runs']}) | "
+                         f"{r['train_seconds'] / max(1, r['runs']):.0f} | {r['flops']['train_per_image'] / 1e6:.0f} M |")
+        lines.append("")
+    cont = doc.get("continual")
+    if cont:
+        mems = list(cont)
+        first = cont[mems[0]]
+        lines += [f"Class-incremental learning{_run_of(doc.get('continual_run'))}", "",
+                  f"{first['steps']} steps, IPC {first['ipc']}, {first['model']} from scratch per step, {first['epochs']} "
+                  f"epochs, {first['aug']}, {first['runs']} run(s); test accuracy (%) on the classes seen so far.", "",
+                  "| step | classes | " + " | ".join(mems) + " |", "|---|---|" + "---|" * len(mems)]
+        for i, st in enumerate(first["per_step"]):
+            seen = st["seen_classes"]
+            lines.append(f"| {st['step']} | {seen[0]}–{seen[-1]} | "
+                         + " | ".join(f"{cont[m]['per_step'][i]['mean']:.2f}" for m in mems) + " |")
+        lines.append("| mean | | " + " | ".join(f"{cont[m]['average_accuracy']:.2f}" for m in mems) + " |")
+    return "\n".join(lines)
+
+
+def baseline_table(doc: dict) -> str:
+    """benchmarks/baselines_mnist.py --full: the full-data baseline."""
+    r = doc["result"]
+    m = doc["machine"]
+    f = r["flops"]
+    return "\n".join([
+        f"`{doc['command']}` ({doc['date']}, {m.get('commit') or '?'}, {m['cuda'] or str(m['cpu_threads']) + ' thr'})", "",
+        "| model | training images | epochs | test acc. % | train s / run | train FLOPs / image | test FLOPs / image |",
+        "|---|---|---|---|---|---|---|",
+        f"| {r['model']} | {r['train_images']:,} | {r['epochs']} | {r['test_mean']:.2f} ± {r['test_std']:.2f} (n={r['runs']}) | "
+        f"{r['train_seconds'] / max(1, r['runs']):.0f} | {f['train_per_image'] / 1e6:.0f} M | {f['test_per_image'] / 1e6:.0f} M |",
+    ])
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     if doc["benchmark"] == "budget":
         return budget_table(doc)
-    if doc["benchmark"] == "mtt_cifar10":
-        return mtt_table(doc)
+    special = {"mtt_cifar10": mtt_table, "applications_mnist": applications_table, "baseline_mnist": baseline_table}
+    if doc.get("benchmark") in special:
+        return special[doc["benchmark"]](doc)
     if not all("config" in r or "error" in r for r in doc.get("results", [None])):
         return f"(no table layout for `{doc['command']}`: its fields are in {path.name})"
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
