@@ -30,10 +30,10 @@ NAS part, about 35-40 minutes on that CPU:
 Cross-architecture part: the NAS part's DM set (reloaded from its run folder) trained from scratch
 on convnet, lenet, alexnet, vgg11, resnet18 and mlp, 3 runs of the quick protocol each (300 epochs,
 DSA). ResNet-18 dominates: about 6x the ConvNet's FLOPs per image and batch norm (its runs train one
-after another), about 12 minutes a run on one thread; the part is about an hour on that CPU
-(--crossarch-runs 1 for a third of it).
+after another), 16 minutes a run on one thread beside another benchmark (AlexNet 7, VGG-11 6); the
+part took 68 minutes with --crossarch-runs 2 (about 100 with the default 3).
 
-Continual part, about an hour on that CPU: 5 steps of 2 classes; per step, DM (quick preset,
+Continual part, 43 minutes measured (estimated below at about an hour): 5 steps of 2 classes; per step, DM (quick preset,
 600 iterations on the step's 2 classes: about 2.5 minutes), random (instant) or herding (the quick
 preset's 1-epoch embedding network on the step's ~10,800 images: about 1.5 minutes); then a ConvNet
 trained from scratch on the memory (20, 40, ..., 100 images) with the quick evaluation protocol
