@@ -32,27 +32,33 @@ def per_iteration(r: dict) -> str:
     return f"{r['distill_seconds'] / r['iterations']:.2f}" if r["iterations"] else "–"
 
 
+def _flat(over: dict) -> list[tuple[str, object]]:
+    """A row's overrides as (key, value) pairs, top-level settings first, then those nested one level
+    down (method_args)."""
+    return ([(k, v) for k, v in over.items() if not isinstance(v, dict)]
+            + [(k, v) for d in over.values() if isinstance(d, dict) for k, v in d.items()])
+
+
 def method_cell(row: dict) -> str:
     """The method, with any setting the row overrides besides lr_img (which has its own column)."""
     over = {k: v for k, v in (row.get("spec", {}).get("overrides") or {}).items() if k != "lr_img"}
-    flat = [f"{k}={v}" for k, v in over.items() if not isinstance(v, dict)]
-    flat += [f"{k}={v}" for d in over.values() if isinstance(d, dict) for k, v in d.items()]
+    flat = [f"{k}={v}" for k, v in _flat(over)]
     return row["method"] + (f" ({', '.join(flat)})" if flat else "")
 
 
 def provenance(row: dict, doc: dict) -> str:
     """Which run produced a row: its date, commit and thread count (rows merged by --resume keep
     their own; older files only have the document's)."""
-    m = row.get("machine") or doc["machine"]
-    where = m["cuda"] or f"{m['cpu_threads']} thr"
-    return f"{row.get('date') or doc['date']}, {m.get('commit') or '?'}, {where}"
+    return _stamp(row.get("date") or doc["date"], row.get("machine") or doc["machine"])
+
+
+def _stamp(date: str, m: dict) -> str:
+    """date, commit, and the GPU or CPU thread count of a run."""
+    return f"{date}, {m.get('commit') or '?'}, {m['cuda'] or str(m['cpu_threads']) + ' thr'}"
 
 
 def _overrides(r: dict) -> str:
-    over = r.get("overrides") or {}
-    flat = {**{k: v for k, v in over.items() if not isinstance(v, dict)},
-            **{k: v for d in over.values() if isinstance(d, dict) for k, v in d.items()}}
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in flat.items())
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in _flat(r.get("overrides") or {}))
 
 
 def mtt_table(doc: dict) -> str:
@@ -87,10 +93,7 @@ def mtt_table(doc: dict) -> str:
 
 
 def _run_of(run: dict | None) -> str:
-    if not run:
-        return ""
-    m = run["machine"]
-    return f" — `{run['command']}` ({run['date']}, {m.get('commit') or '?'}, {m['cuda'] or str(m['cpu_threads']) + ' thr'})"
+    return f" — `{run['command']}` ({_stamp(run['date'], run['machine'])})" if run else ""
 
 
 def applications_table(doc: dict) -> str:
@@ -138,10 +141,9 @@ def applications_table(doc: dict) -> str:
 def baseline_table(doc: dict) -> str:
     """benchmarks/baselines_mnist.py --full: the full-data baseline."""
     r = doc["result"]
-    m = doc["machine"]
     f = r["flops"]
     return "\n".join([
-        f"`{doc['command']}` ({doc['date']}, {m.get('commit') or '?'}, {m['cuda'] or str(m['cpu_threads']) + ' thr'})", "",
+        f"`{doc['command']}` ({_stamp(doc['date'], doc['machine'])})", "",
         "| model | training images | epochs | test acc. % | train s / run | train FLOPs / image | test FLOPs / image |",
         "|---|---|---|---|---|---|---|",
         f"| {r['model']} | {r['train_images']:,} | {r['epochs']} | {r['test_mean']:.2f} ± {r['test_std']:.2f} (n={r['runs']}) | "
@@ -151,9 +153,8 @@ def baseline_table(doc: dict) -> str:
 
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
-    if doc["benchmark"] == "budget":
-        return budget_table(doc)
-    special = {"mtt_cifar10": mtt_table, "applications_mnist": applications_table, "baseline_mnist": baseline_table}
+    special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
+               "baseline_mnist": baseline_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
     if not all("config" in r or "error" in r for r in doc.get("results", [None])):
