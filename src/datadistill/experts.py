@@ -110,12 +110,13 @@ class ExpertSettings:
     seed: int = 0
     # PAD's data scheduler ("none": every epoch on the whole training split, as MTT)
     curriculum: str = "none"  # none | el2n
-    init_ratio: float = 0.75
-    add_end_epoch: int = 20
-    rm_epoch_first: int = 40
-    rm_easy_ratio_first: float = 0.1
-    rm_epoch_second: int = 60
-    rm_easy_ratio_second: float = 0.2
+    # its settings, defaults from Curriculum (one place for the authors' values)
+    init_ratio: float = Curriculum.init_ratio
+    add_end_epoch: int = Curriculum.add_end_epoch
+    rm_epoch_first: int = Curriculum.rm_epoch_first
+    rm_easy_ratio_first: float = Curriculum.rm_easy_ratio_first
+    rm_epoch_second: int = Curriculum.rm_epoch_second
+    rm_easy_ratio_second: float = Curriculum.rm_easy_ratio_second
     scores: str | None = None  # EL2N scores file to use (computed there if absent); None: the folder's
     score_nets: int = 10  # EL2N: networks averaged
     score_epochs: int = 20  # EL2N: epochs each network trains before scoring
