@@ -61,6 +61,42 @@ def _overrides(r: dict) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in _flat(r.get("overrides") or {}))
 
 
+def _experts_of(r: dict, rows: list[dict]) -> str:
+    """"N x E" for the experts folder a trajectory-matching row used ("–" for other methods)."""
+    folder = (r.get("config") or {}).get("experts") or r.get("experts")
+    for e in rows:
+        if e.get("job") == "experts" and folder and e.get("directory") == folder:
+            return f"{e['num_experts']} x {e['epochs']}" + (f" ({e['kind']})" if e.get("kind") else "")
+    return "–"
+
+
+def pad_table(doc: dict) -> str:
+    """benchmarks/pad_cifar10.py: the two kinds of experts, then MTT, PAD and PAD's ablations."""
+    rows = doc["results"]
+    lines = [f"`{doc['command']}` (torch {doc['machine']['torch']}; each row's run in its last column)", "",
+             "| experts | N x epochs | test acc. % | s / expert | EL2N s | samples per epoch | run |",
+             "|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r.get("job") == "experts" and "error" not in r):
+        el2n = f"{r['el2n_seconds']:.0f}" if r.get("el2n_seconds") else "–"
+        samples = r.get("samples_per_epoch")
+        span = f"{samples[0]} → {samples[-1]}" if samples else "all"
+        lines.append(f"| {r['kind']} | {r['num_experts']} x {r['epochs']} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | "
+                     f"{r['seconds_per_expert']:.0f} | {el2n} | {span} | {provenance(r, doc)} |")
+    lines += ["", "| variant | method | experts | alpha, selection | soft labels | test acc. % | learned lr | s / iteration | "
+              "distill s | eval s | peak MiB | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r.get("job") == "distill"):
+        if "error" in r:
+            lines.append(f"| {r['spec'].get('variant')} | failed: {r['error']} |||||||||||")
+            continue
+        a = r["method_args"]
+        sel = f"{a['alpha']:g}, {a['selection']}" if r["method"] == "pad" else "–"
+        soft = ("yes" if r["soft_labels"] else "no") if r["method"] == "pad" else "–"
+        lines.append(f"| {r['variant']} | {r['method']} | {_experts_of(r, rows)} | {sel} | {soft} | {acc(r['accuracy'])} | "
+                     f"{r['learned_lr']:.4f} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
+                     f"{r['eval_seconds']:.0f} | {r['peak_memory_mb_process']:.0f} | {provenance(r, doc)} |")
+    return "\n".join(lines)
+
+
 def mtt_table(doc: dict) -> str:
     """benchmarks/mtt_cifar10.py: the experts, then MTT and DM accuracy, then the unroll probes."""
     rows = doc["results"]
@@ -69,14 +105,14 @@ def mtt_table(doc: dict) -> str:
         lines += [f"Experts: {r['num_experts']} x {r['epochs']} epochs, test accuracy {r['accuracy_mean']:.2f} ± "
                   f"{r['accuracy_std']:.2f} %, {r['seconds_per_expert']:.0f} s per expert, {r['disk_mib']:.0f} MiB "
                   f"on disk ({provenance(r, doc)}).", ""]
-    lines += ["| method | IPC | settings | iterations | test acc. % | starting images % | learned lr | s / iteration | distill s | run |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| method | IPC | experts | settings | iterations | test acc. % | starting images % | learned lr | s / iteration | distill s | run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("job") not in ("mtt", "dm") or "error" in r:
             continue
         lr = f"{r['learned_lr']:.4f}" if r.get("learned_lr") else "–"
         settings = _overrides(r) or "quick preset"
-        lines.append(f"| {r['method']} | {r['ipc']} | {settings} | {r['iterations']} | {acc(r['accuracy'])} | "
+        lines.append(f"| {r['method']} | {r['ipc']} | {_experts_of(r, rows)} | {settings} | {r['iterations']} | {acc(r['accuracy'])} | "
                      f"{acc(r.get('init_accuracy'))} | {lr} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
                      f"{provenance(r, doc)} |")
     probes = [r for r in rows if r.get("job") == "probe" and "error" not in r]
@@ -154,7 +190,7 @@ def baseline_table(doc: dict) -> str:
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
-               "baseline_mnist": baseline_table}
+               "baseline_mnist": baseline_table, "pad_cifar10": pad_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
     if not all("config" in r or "error" in r for r in doc.get("results", [None])):
