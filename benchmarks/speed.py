@@ -15,7 +15,11 @@ Measured in one run, on the current machine (`--device`, default auto: the GPU i
 - the evaluation of a synthetic set (the real-image initialization of IPC 10) with 5 runs, once
   one run after another and once trained together (`evaluate(batched=...)`), with the speed-up and
   the largest per-run accuracy difference; fewer epochs than the protocol's 1000 (`eval_epochs`,
-  default 50), since the speed-up does not depend on the number of epochs.
+  default 50), since the speed-up does not depend on the number of epochs;
+- the precision switch (`precision="bf16"`, datadistill/numerics.py) where bf16 matrix products run:
+  DM's and DataDAM's iterations again under bf16 autocast (`bf16.speedup_vs_fp32`), and the batched
+  evaluation again under it (`bf16.speedup_train_vs_fp32_batched`, `bf16.mean_difference_vs_fp32`:
+  same seeds, so the accuracy difference is what bf16 costs or gains).
 
 MTT needs expert trajectories; the benchmark trains one short expert on 512 training images into
 benchmarks/_work/speed-experts-<dataset> (the cost of an MTT iteration does not depend on how good
@@ -34,6 +38,7 @@ JSON) never go to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -192,25 +197,29 @@ def profile_top(step, device: torch.device, k: int = 3) -> dict:
             "top_regions": [{"region": e.key, "calls": e.count, "total_ms": total_us(e) / 1e3} for e in regions[:k]]}
 
 
+def timed_steps(d, first: int, iters: int, device: torch.device) -> list[float]:
+    """Seconds of `iters` distiller steps, iterations first, first + 1, ..."""
+    secs = []
+    for it in range(first, first + iters):
+        t0 = time.perf_counter()
+        d.step(it)
+        sync(device)
+        secs.append(time.perf_counter() - t0)
+    return secs
+
+
 def measure_method(method: str, dataset: str, data: DatasetSplits, device: torch.device, data_root: str,
                    ceil: dict, iters: int, quick: bool) -> dict:
     experts = mtt_experts(dataset, data, device) if method == "mtt" else None
     cfg, notes = method_config(method, dataset, device, data_root, quick, experts)
     d = build(cfg, data, device)
-    it = 0
     # warm-up step, counted: the FLOPs of one iteration (the counter slows it, so it is not timed)
     with FlopCounterMode(display=False) as fc:
-        d.step(it)
+        d.step(0)
     sync(device)
-    it += 1
     flops = float(fc.get_total_flops())
-    secs = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        d.step(it)
-        sync(device)
-        secs.append(time.perf_counter() - t0)
-        it += 1
+    secs = timed_steps(d, 1, iters, device)
+    it = 1 + iters
     s = statistics.median(secs)
     rate = flops / s
     ideal = flops / ceil["fp32_flops_per_s"]
@@ -227,6 +236,13 @@ def measure_method(method: str, dataset: str, data: DatasetSplits, device: torch
         row["target_met"] = row["ratio_to_ideal"] <= RATIO_TARGET[method]
     if method in PROFILED:
         row["profile"] = profile_top(lambda: d.step(it), device)
+    if d.supports_bf16 and ceil.get("bf16_flops_per_s"):
+        # the precision switch: the same iterations with the loss's forward passes under bf16 autocast
+        b = build(dataclasses.replace(cfg, precision="bf16"), data, device)
+        b.step(0)  # warm-up
+        bsecs = timed_steps(b, 1, iters, device)
+        row["bf16"] = {"seconds_per_iteration": statistics.median(bsecs), "seconds_each": bsecs,
+                       "speedup_vs_fp32": s / statistics.median(bsecs)}
     log(f"{method} {dataset}: {s:.3f} s/it, {flops / 1e9:.2f} GFLOP/it, {rate / 1e9:.1f} GFLOP/s = "
         f"{row['fraction_of_fp32_ceiling']:.1%} of fp32 ceiling (ratio to ideal {row['ratio_to_ideal']:.2f})")
     return row
@@ -234,7 +250,7 @@ def measure_method(method: str, dataset: str, data: DatasetSplits, device: torch
 
 # ------------------------------------------------------------------------------------- evaluation
 def measure_eval(dataset: str, data: DatasetSplits, device: torch.device, runs: int, epochs: int,
-                 test_images: int | None) -> dict:
+                 test_images: int | None, bf16: bool) -> dict:
     syn = initial_synset(data.train, IPC, "real", make_generator(0, "init"))
     test = data.test
     if test_images is not None and test_images < len(test):
@@ -258,6 +274,15 @@ def measure_eval(dataset: str, data: DatasetSplits, device: torch.device, runs: 
     out["max_run_accuracy_difference"] = max(abs(a - b) for a, b in zip(seq["accuracies"], bat["accuracies"]))
     out["flops_train_total_per_run"] = res.flops["train_total"]
     out["speedup_target"] = 2.5
+    if bf16:
+        # the precision switch: the batched runs again under bf16 autocast, same seeds
+        t0 = time.perf_counter()
+        res = evaluate(syn, batched=True, precision="bf16", **kw)
+        sync(device)
+        out["bf16"] = {"train_seconds": res.train_seconds, "wall_seconds": time.perf_counter() - t0,
+                       "accuracies": res.accuracies, "mean": res.mean, "std": res.std,
+                       "speedup_train_vs_fp32_batched": bat["train_seconds"] / res.train_seconds,
+                       "mean_difference_vs_fp32": res.mean - bat["mean"]}
     log(f"evaluation {dataset}, {runs} runs x {epochs} epochs: sequential {seq['train_seconds']:.1f} s, batched "
         f"{bat['train_seconds']:.1f} s (x{out['speedup_train']:.2f}); largest per-run accuracy difference "
         f"{out['max_run_accuracy_difference']:.3f} points")
@@ -316,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 doc["methods"].append({"method": m, "dataset": ds, "error": f"{type(e).__name__}: {e}"})
             save()
         if not a.no_eval:
-            doc["evaluation"].append(measure_eval(ds, data, device, a.eval_runs, eval_epochs, 500 if a.quick else None))
+            doc["evaluation"].append(measure_eval(ds, data, device, a.eval_runs, eval_epochs, 500 if a.quick else None,
+                                                  bool(doc["ceiling"].get("bf16_flops_per_s"))))
             save()
     doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     save()

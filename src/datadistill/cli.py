@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-runs", type=int, default=None, help="evaluation runs at the end (0 skips evaluation)")
     p.add_argument("--eval-epochs", type=int, default=None, help="epochs per evaluation run")
     p.add_argument("--eval-models", default=None, help="comma-separated networks to evaluate on (default convnet)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="fp32 (default) or bf16: autocast of the loss's forward passes (dm and datadam only)")
+    p.add_argument("--eval-precision", choices=["fp32", "bf16"], default=None,
+                   help="fp32 (default) or bf16: autocast of the evaluation's forward passes")
     p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
     p.add_argument("--experts", default=None, metavar="DIR", help="expert trajectories for --method mtt or pad (made by `datadistill experts`)")
     p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
@@ -119,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="train a network's runs together (default: when there are several and the network has no "
                         "batch norm); --no-batched trains them one after another")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default) or bf16: autocast of the forward passes (training and test)")
     _common(p)
 
     p = sub.add_parser("baseline", help="train on the full training split: accuracy, seconds and FLOPs to compare against")
@@ -188,14 +194,14 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .config import resolve_config
     from .runner import default_out, run_distillation
 
-    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs}
+    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision}
     if a.eval_models:
         ev["models"] = [m.strip() for m in a.eval_models.split(",") if m.strip()]
     cfg = resolve_config(
         a.method, a.dataset, a.ipc, a.preset, init=a.init, iterations=a.iterations, seed=a.seed,
         model=a.model, lr_img=a.lr_img, batch_real=a.batch_real, image_size=a.image_size,
         checkpoint_every=a.checkpoint_every, val_every=a.val_every, device=a.device, data_root=a.data_root,
-        method_args=dict(a.opt) or None, eval=ev, experts=a.experts, zca=a.zca,
+        method_args=dict(a.opt) or None, eval=ev, experts=a.experts, zca=a.zca, precision=a.precision,
     )
     out = Path(a.out) if a.out else default_out(cfg)
     res = run_distillation(cfg, out, progress=not a.no_progress)  # joins torchrun's process group, if any
@@ -282,7 +288,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         r = evaluate(syn, model=m, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, test=test, split=a.split,
                      device=device, seed=a.seed, progress=not a.no_progress,
                      gain=a.gain, train=splits.train if a.gain else None,
-                     batched="auto" if a.batched is None else a.batched)
+                     batched="auto" if a.batched is None else a.batched, precision=a.precision)
         results.append(r)
         if main_process:
             print(r.summary(), file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .numerics import check_precision
 
 
 
@@ -40,6 +41,7 @@ class EvalConfig:
     weight_decay: float = 5e-4
     aug: str = "dsa"  # dsa | none
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -73,6 +75,7 @@ class DistillConfig:
     val_every: int = 0  # 0: validate only at the end
     val_epochs: int = 300
     method_args: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # fp32 | bf16: autocast of the loss's forward passes (DM, DataDAM; numerics.py)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sources: list[str] = field(default_factory=list)  # where the preset values come from
 
@@ -127,6 +130,8 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"unknown eval augmentation {cfg.eval.aug!r}; use dsa, dc or none")
     if cfg.eval.epochs is not None and cfg.eval.epochs < 1:
         raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
+    check_precision(cfg.precision)
+    check_precision(cfg.eval.precision)
 
 
 def load_preset_rules(method: str) -> dict:

@@ -25,6 +25,7 @@ from .augment import DSA, strategy_for
 from .data import ImageData, load_dataset
 from .errors import ConfigError
 from .nets import make_net
+from .numerics import check_precision
 from .rng import make_generator, resolve_device
 from .synset import SyntheticSet
 from .train import Augment, accuracy, batching_blocker, classification_loss, train_model, train_models
@@ -108,6 +109,7 @@ def evaluate(
     gain: bool = False,
     train: ImageData | None = None,
     batched: bool | str = "auto",
+    precision: str = "fp32",
 ) -> EvalResult:
     """Train `runs` fresh `model`s on `syn` and test each once on `test` (default: the real test
     split of the set's dataset; `split="val"` for the validation split, which is what anything that
@@ -124,7 +126,8 @@ def evaluate(
     network allows it (no batch norm running statistics); True insists (ConfigError when the
     network does not allow it); False trains them one after another. `extra["batched"]` says what
     was done and `extra["batched_reason"]` why not, when not. Batched runs share one wall time,
-    reported as equal per-run shares. Under torchrun (`dist.active()`) each process trains its
+    reported as equal per-run shares. `precision` "bf16": training and testing forward passes under
+    bf16 autocast (numerics.py; recorded in `extra["precision"]`). Under torchrun (`dist.active()`) each process trains its
     share of the runs and every process returns the full result, runs in order;
     `extra["processes"]` is the number of processes."""
     if runs < 1:
@@ -132,6 +135,7 @@ def evaluate(
     if batched not in ("auto", True, False):
         raise ConfigError(f"batched must be 'auto', True or False, got {batched!r}")
     dev = resolve_device(device)
+    check_precision(precision, dev)
     spec = syn.spec
     if test is None or (gain and train is None):
         splits = load_dataset(spec.name, data_root, image_size=spec.im_size)
@@ -167,13 +171,13 @@ def evaluate(
     }
     together, why_not = _batching_choice(batched, nets if nets else [probe], runs)
     train_kw = dict(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                    aug=augment, progress=progress)
+                    aug=augment, progress=progress, precision=precision)
     if together:
         results = train_models(nets, images, labels, generators=gens, desc=f"eval {model} x{len(nets)} runs", **train_kw)
     else:
         results = [train_model(net, images, labels, generator=g, desc=f"eval {model} run {r + 1}/{runs}", **train_kw)
                    for r, net, g in zip(mine, nets, gens)]
-    done = {r: (accuracy(net, test_x, test_y), res.seconds) for r, net, res in zip(mine, nets, results)}
+    done = {r: (accuracy(net, test_x, test_y, precision=precision), res.seconds) for r, net, res in zip(mine, nets, results)}
     for part in dist.all_gather_objects(done):
         done.update(part)
     accs = [done[r][0] for r in range(runs)]
@@ -187,12 +191,13 @@ def evaluate(
     if why_not:
         result.extra["batched_reason"] = why_not
     result.extra["processes"] = dist.world_size()
+    result.extra["precision"] = precision
     if gain:
         rand = evaluate(
             random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
             test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
             weight_decay=weight_decay, dsa_strategy=dsa_strategy, model_args=model_args, progress=progress,
-            batched=batched,
+            batched=batched, precision=precision,
         )
         result.extra.update(
             random_mean=rand.mean, random_std=rand.std, random_accuracies=rand.accuracies,

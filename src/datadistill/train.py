@@ -28,6 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, DistillError
+from .numerics import autocast
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -63,14 +64,16 @@ def train_model(
     progress: bool = False,
     desc: str = "train",
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """SGD with momentum; lr x0.1 at each fraction of `decay_at` of the epochs (the papers' protocol:
     half the epochs). Images and labels must already be on the network's device. Shuffling and
-    augmentation draw only from `generator`."""
+    augmentation draw only from `generator`. `precision` "bf16": forward passes under bf16 autocast
+    (numerics.py)."""
     (res,) = _train(
         _OneNet(net), images, labels, [generator], epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
-        desc=desc, on_epoch_end=on_epoch_end,
+        desc=desc, on_epoch_end=on_epoch_end, precision=precision,
     )
     return res
 
@@ -90,6 +93,7 @@ def train_models(
     aug: Augment | None = None,
     progress: bool = False,
     desc: str = "train",
+    precision: str = "fp32",
 ) -> list[TrainResult]:
     """Train `nets` (same architecture, e.g. N fresh initializations) together; `nets[r]` draws its
     shuffling and augmentation from `generators[r]` exactly as `train_model(nets[r], ...,
@@ -109,7 +113,7 @@ def train_models(
     return _train(
         _StackedNets(nets), images, labels, list(generators), epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
-        desc=desc, on_epoch_end=None,
+        desc=desc, on_epoch_end=None, precision=precision,
     )
 
 
@@ -199,6 +203,7 @@ def _train(
     progress: bool,
     desc: str,
     on_epoch_end: Callable[[int, nn.Module], None] | None,
+    precision: str = "fp32",
 ) -> list[TrainResult]:
     """The loop. Network r's minibatches are drawn from `generators[r]` (a permutation per epoch,
     then one augmentation draw per minibatch); the summed per-network losses are minimized by one
@@ -227,7 +232,8 @@ def _train(
                     x = aug(x, g)
                 xs.append(x)
                 ys.append(y)
-            losses = model.losses(xs, ys)
+            with autocast(images.device, precision):
+                losses = model.losses(xs, ys)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
@@ -249,13 +255,15 @@ def _train(
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent, network in eval mode."""
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             precision: str = "fp32") -> float:
+    """Top-1 accuracy in percent, network in eval mode (forward under autocast for bf16)."""
     was_training = net.training
     net.eval()
     correct = 0
     for start in range(0, images.shape[0], batch_size):
-        out = net(images[start : start + batch_size])
+        with autocast(images.device, precision):
+            out = net(images[start : start + batch_size])
         correct += int((out.argmax(1) == labels[start : start + batch_size]).sum())
     net.train(was_training)
     return 100.0 * correct / max(1, images.shape[0])

@@ -37,8 +37,9 @@ LAYER_CHOICES = ("all_but_last", "all")
 
 def attention_map(f: torch.Tensor, p: float = 4) -> torch.Tensor:
     """Spatial attention of feature maps `f` (N, C, H, W): sum_c |f_c|^p, flattened to (N, H*W) and
-    divided by its L2 norm per image (an all-zero map stays zero)."""
-    a = f.abs().pow(p).sum(dim=1).flatten(1)
+    divided by its L2 norm per image (an all-zero map stays zero). Computed in fp32 whatever the
+    dtype of `f` (bf16 under autocast)."""
+    a = f.float().abs().pow(p).sum(dim=1).flatten(1)
     return F.normalize(a, p=2.0, dim=1)
 
 
@@ -76,6 +77,7 @@ def default_lam(im_size: Sequence[int]) -> float:
 @register_method("datadam")
 class AttentionMatching(ImageDistiller):
     Options = DataDAMOptions
+    supports_bf16 = True  # the loss is forward passes of a frozen network, as DM's
 
     def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device):
         super().__init__(cfg, data, device)

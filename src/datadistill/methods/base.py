@@ -30,6 +30,7 @@ from ..config import DistillConfig
 from ..data import DatasetSplits, ImageData
 from ..errors import ConfigError, DistillError
 from ..nets import make_net
+from ..numerics import autocast, check_precision
 from ..rng import derive_seed, make_generator
 from ..synset import SyntheticSet
 
@@ -77,8 +78,21 @@ class Distiller(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     learns_images: ClassVar[bool] = True
+    # cfg.precision "bf16" allowed: the loss is plain forward passes (autocast around `loss`, the
+    # backward outside it); methods that differentiate through gradients inside their loss do not
+    supports_bf16: ClassVar[bool] = False
 
     def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device):
+        check_precision(cfg.precision, device)
+        if cfg.precision != "fp32" and not self.supports_bf16:
+            from .registry import available_methods, get_method
+
+            able = [m for m in available_methods() if get_method(m).supports_bf16]
+            raise ConfigError(
+                f"precision {cfg.precision} is available for the distillation of {', '.join(able)} only (losses "
+                f"that are plain forward passes), not {self.name}; use precision fp32 for the distillation "
+                f"(the evaluation's precision is a separate setting)"
+            )
         self.cfg = cfg
         self.spec = data.spec
         self.device = device
@@ -149,8 +163,9 @@ class ImageDistiller(Distiller):
         processes, one SGD step of the images (the same on every process)."""
         self.begin_iteration(it)
         self.opt_img.zero_grad(set_to_none=True)
-        loss = self.loss(it)
-        terms = self.loss_terms()
+        with autocast(self.device, self.cfg.precision):  # forward only; the backward runs outside
+            loss = self.loss(it)
+            terms = self.loss_terms()
         values = self.backward_and_reduce(loss, *terms.values())
         check_finite(values[0], it, f"lower lr_img (now {self.cfg.lr_img})")
         self.opt_img.step()

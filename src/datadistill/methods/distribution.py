@@ -30,7 +30,9 @@ def mean_embedding_loss(
     real_feats: torch.Tensor, real_labels: torch.Tensor,
     syn_feats: torch.Tensor, syn_labels: torch.Tensor, num_classes: int,
 ) -> torch.Tensor:
-    """sum_c || mean(real_c) - mean(syn_c) ||^2 over the classes present in `syn_labels`."""
+    """sum_c || mean(real_c) - mean(syn_c) ||^2 over the classes present in `syn_labels`, in fp32
+    (features computed under bf16 autocast are cast up before the means)."""
+    real_feats, syn_feats = real_feats.float(), syn_feats.float()
     present = torch.bincount(syn_labels, minlength=num_classes) > 0
     diff = class_means(real_feats, real_labels, num_classes) - class_means(syn_feats, syn_labels, num_classes)
     return (diff[present] ** 2).sum()
@@ -44,6 +46,7 @@ class DMOptions:
 @register_method("dm")
 class DistributionMatching(ImageDistiller):
     Options = DMOptions
+    supports_bf16 = True  # the loss is forward passes of a frozen network
 
     def augmented_batches(
         self, classes: Sequence[int] | None = None,
