@@ -99,9 +99,18 @@ def command_line(argv: list[str]) -> str:
     return "python " + " ".join(["benchmarks/" + Path(argv[0]).name, *argv[1:]])
 
 
+def _portable(value):
+    """A spec value with checkout-specific paths removed: an absolute path into some checkout's
+    runs/ folder becomes "runs/..." (so rows made from another worktree or clone still match)."""
+    if isinstance(value, str) and os.path.isabs(value) and "/runs/" in value:
+        return "runs/" + value.split("/runs/", 1)[1]
+    return value
+
+
 def spec_key(spec: dict) -> str:
-    """What identifies a configuration across runs: the spec without machine-specific paths."""
-    return json.dumps({k: v for k, v in spec.items() if k != "data_root"}, sort_keys=True)
+    """What identifies a configuration across runs: the spec without machine-specific paths (the
+    data root is dropped, run folders are taken relative to the checkout's runs/)."""
+    return json.dumps({k: _portable(v) for k, v in spec.items() if k != "data_root"}, sort_keys=True)
 
 
 def _previous_rows(dest: Path) -> dict[str, dict]:

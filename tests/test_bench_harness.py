@@ -81,3 +81,14 @@ def test_update_keys_keeps_parts_written_by_other_processes(tmp_path):
     assert json.loads(dest.read_text()) == doc
     assert doc == {"benchmark": "apps", "nas": {"spearman": 0.5}, "continual": {"dm": [1, 2]}, "crossarch": {"models": []}}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_spec_key_ignores_the_checkout_a_run_folder_lives_in():
+    sys.path.insert(0, str(BENCH))
+    from common import spec_key
+
+    a = {"job": "mtt", "ipc": 10, "experts": "/work/bench/runs/experts-x", "data_root": "/a"}
+    b = {"job": "mtt", "ipc": 10, "experts": "/home/u/clone/runs/experts-x", "data_root": "/b"}
+    assert spec_key(a) == spec_key(b)
+    assert spec_key(a) != spec_key({**a, "experts": "/work/bench/runs/experts-y"})
+    assert spec_key(a) != spec_key({**a, "ipc": 1})
