@@ -5,15 +5,18 @@ and PAD with each of its parts switched off.
 Jobs, each in a fresh Python process (so peak memory belongs to one job), results written to
 benchmarks/results/pad_cifar10.json after every job:
 
-1. experts: the quick MTT experts (`datadistill experts --dataset cifar10`, 4 x 8 epochs, ZCA)
-   into runs/experts-cifar10-quick (shared with benchmarks/mtt_cifar10.py, resumed if there), and
+1. experts: PAD's quick experts without the scheduler (`datadistill experts --dataset cifar10
+   --epochs 8`, 4 x 8 epochs, ZCA: MTT's quick CIFAR-10 experts have 20 epochs, PAD's 8) into
+   runs/experts-cifar10-quick (shared with benchmarks/mtt_cifar10.py, resumed if there), and
    the quick PAD experts (`--curriculum el2n`: the same 4 x 8 epochs under the data scheduler, plus
    the EL2N scores, 2 networks x 2 epochs) into runs/experts-cifar10-quick-el2n: test accuracy,
    seconds, disk size, the scheduler's per-epoch sample counts.
 2. distillations at IPC 10 with the quick preset (100 iterations of 10 student steps on 50
    images), then 3 evaluation runs each (ConvNet, 300 epochs with DSA at the learned step size, on
    the soft labels where the set has them):
-   - mtt                MTT on the plain experts
+   - mtt                MTT on the plain experts, with PAD's quick trajectory settings (start
+                        epochs up to 6, as PAD's; MTT's own quick preset starts up to 18 on its
+                        20-epoch experts, benchmarks/mtt_cifar10.py)
    - pad                PAD: scheduler experts, depth rule alpha 0.25, learned soft labels
    - pad_no_scheduler   PAD on the plain experts (require_curriculum=false)
    - pad_no_selection   PAD with alpha 0 (all parameters matched)
@@ -66,7 +69,10 @@ def job_experts(job: dict) -> dict:
     if job["kind"] == "el2n":
         over["curriculum"] = "el2n"
     else:
-        over = {k: v for k, v in over.items() if k in ("num_experts", "epochs", "model_args", "zca")}
+        # the plain experts are PAD's quick experts without the scheduler (8 epochs where MTT's own
+        # quick CIFAR-10 experts have 20), so both kinds train the same number of epochs
+        over = {"epochs": expert_settings("cifar10", "quick", curriculum="el2n").epochs,
+                **{k: v for k, v in over.items() if k in ("num_experts", "epochs", "model_args", "zca")}}
     settings = expert_settings("cifar10", "quick", **over)
     t0 = time.perf_counter()
     rep = train_experts(settings, job["experts"], data_root=job["data_root"], device="auto", progress=False)
@@ -95,10 +101,16 @@ def job_distill(job: dict) -> dict:
     from datadistill.runner import peak_memory_mb, run_distillation
 
     method, kind, method_args = VARIANTS[job["variant"]]
+    base: dict = {}
+    if method == "mtt":  # MTT at PAD's quick budget: the same trajectory settings (start epochs within 8)
+        pad_args = resolve_config("pad", "cifar10", IPC, "quick").method_args
+        shared = ("syn_steps", "expert_epochs", "max_start_epoch", "lr_lr", "lr_teacher", "batch_syn")
+        base = {k: pad_args[k] for k in shared}
     over: dict = {}
     if job.get("smoke"):
         over = {k: v for k, v in SMOKE_DISTILL.items() if k != "method_args"}
-        method_args = {**SMOKE_DISTILL["method_args"], **method_args}
+        base.update(SMOKE_DISTILL["method_args"])
+    method_args = {**base, **method_args}
     experts = str(CURRICULUM if kind == "el2n" else PLAIN) if not job.get("smoke") else job[f"experts_{kind}"]
     cfg = resolve_config(method, "cifar10", IPC, "quick", experts=experts, data_root=job["data_root"],
                          eval={"runs": 0}, method_args=method_args, **over)

@@ -58,7 +58,9 @@ def _stamp(date: str, m: dict) -> str:
 
 
 def _overrides(r: dict) -> str:
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in _flat(r.get("overrides") or {}))
+    """What a row set besides its preset (as its job spec says, else as the row records)."""
+    over = (r.get("spec") or {}).get("overrides") or r.get("overrides") or {}
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in _flat(over))
 
 
 def _experts_of(r: dict, rows: list[dict]) -> str:
@@ -105,13 +107,13 @@ def mtt_table(doc: dict) -> str:
         lines += [f"Experts: {r['num_experts']} x {r['epochs']} epochs, test accuracy {r['accuracy_mean']:.2f} ± "
                   f"{r['accuracy_std']:.2f} %, {r['seconds_per_expert']:.0f} s per expert, {r['disk_mib']:.0f} MiB "
                   f"on disk ({provenance(r, doc)}).", ""]
-    lines += ["| method | IPC | experts | settings | iterations | test acc. % | starting images % | learned lr | s / iteration | distill s | run |",
+    lines += ["| method | IPC | experts | settings besides the quick preset | iterations | test acc. % | starting images % | learned lr | s / iteration | distill s | run |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("job") not in ("mtt", "dm") or "error" in r:
             continue
         lr = f"{r['learned_lr']:.4f}" if r.get("learned_lr") else "–"
-        settings = _overrides(r) or "quick preset"
+        settings = _overrides(r) or "–"
         lines.append(f"| {r['method']} | {r['ipc']} | {_experts_of(r, rows)} | {settings} | {r['iterations']} | {acc(r['accuracy'])} | "
                      f"{acc(r.get('init_accuracy'))} | {lr} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
                      f"{provenance(r, doc)} |")

@@ -184,7 +184,8 @@ def test_presets_and_cli_parser():
     s = expert_settings("cifar10", "paper")
     assert (s.num_experts, s.epochs, s.lr_teacher, s.batch_size, s.zca) == (100, 50, 0.01, 256, True) and s.sources
     q = expert_settings("cifar10", "quick", num_experts=2, zca=None)
-    assert q.num_experts == 2 and q.zca is True and q.epochs == 8
+    assert q.num_experts == 2 and q.zca is True and q.epochs == 20  # CIFAR-10's quick experts
+    assert expert_settings("cifar100", "quick").epochs == 8 and expert_settings("mnist", "quick").epochs == 2
     assert expert_settings("mnist", "quick").zca is False
     with pytest.raises(ConfigError, match="unknown experts option"):
         expert_settings("mnist", "quick", colour="red")

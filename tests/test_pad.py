@@ -404,6 +404,10 @@ def test_quick_preset_has_mtts_quick_budget(dataset, ipc):
     for k in ("iterations", "lr_img", "momentum_img", "zca", "init", "model", "dsa_strategy", "eval"):
         assert getattr(p, k) == getattr(m, k), k
     for k, v in m.method_args.items():
+        if (dataset, ipc, k) == ("cifar10", 10, "max_start_epoch"):
+            # PAD's quick CIFAR-10 experts keep 8 epochs, MTT's have 20 (presets/pad.yaml)
+            assert (p.method_args[k], v) == (6, 18)
+            continue
         assert p.method_args[k] == v, k
     assert p.method_args["alpha"] == (0.0 if ipc == 1 else 0.25) and p.method_args["soft_labels"] is True
 
@@ -419,7 +423,9 @@ def test_paper_presets_and_expert_presets():
     assert (s.num_experts, s.epochs, s.init_ratio, s.add_end_epoch, s.rm_epoch_first, s.rm_easy_ratio_first,
             s.rm_epoch_second, s.rm_easy_ratio_second, s.zca) == (100, 100, 0.75, 20, 40, 0.1, 60, 0.2, True)
     q, mq = expert_settings("cifar10", "quick", curriculum="el2n"), expert_settings("cifar10", "quick")
-    assert (q.num_experts, q.epochs, q.zca, q.lr_teacher) == (mq.num_experts, mq.epochs, mq.zca, mq.lr_teacher)
+    assert (q.num_experts, q.zca, q.lr_teacher) == (mq.num_experts, mq.zca, mq.lr_teacher)
+    assert (q.epochs, mq.epochs) == (8, 20)  # PAD's quick CIFAR-10 experts keep MTT's earlier 8 epochs
+    assert expert_settings("mnist", "quick", curriculum="el2n").epochs == expert_settings("mnist", "quick").epochs
     assert mq.curriculum == "none" and q.curriculum == "el2n" and q.add_end_epoch == 6
     assert expert_settings("cifar10", "quick", curriculum="el2n", init_ratio=0.6).init_ratio == 0.6
     with pytest.raises(ConfigError, match="curriculum"):
