@@ -72,6 +72,18 @@ def _experts_of(r: dict, rows: list[dict]) -> str:
     return "–"
 
 
+def _versus(r: dict, ref: dict | None) -> str:
+    """Mean difference to `ref` in points and Welch's t-test p-value over the runs' accuracies."""
+    if ref is None or r is ref:
+        return "–"
+    from scipy import stats
+
+    a, b = r["accuracy"]["accuracies"], ref["accuracy"]["accuracies"]
+    diff = sum(a) / len(a) - sum(b) / len(b)
+    p = stats.ttest_ind(a, b, equal_var=False).pvalue if min(len(a), len(b)) > 1 else float("nan")
+    return f"{diff:+.2f}, p {p:.2f}"
+
+
 def pad_table(doc: dict) -> str:
     """benchmarks/pad_cifar10.py: the two kinds of experts, then MTT, PAD and PAD's ablations."""
     rows = doc["results"]
@@ -84,17 +96,19 @@ def pad_table(doc: dict) -> str:
         span = f"{samples[0]} → {samples[-1]}" if samples else "all"
         lines.append(f"| {r['kind']} | {r['num_experts']} x {r['epochs']} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | "
                      f"{r['seconds_per_expert']:.0f} | {el2n} | {span} | {provenance(r, doc)} |")
-    lines += ["", "| variant | method | experts | alpha, selection | soft labels | test acc. % | learned lr | s / iteration | "
-              "distill s | eval s | peak MiB | run |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| variant | method | experts | alpha, selection | soft labels | test acc. % | vs PAD: points, Welch p | "
+              "learned lr | s / iteration | distill s | eval s | peak MiB | run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pad = next((r for r in rows if r.get("variant") == "pad" and "error" not in r), None)
     for r in (r for r in rows if r.get("job") == "distill"):
         if "error" in r:
-            lines.append(f"| {r['spec'].get('variant')} | failed: {r['error']} |||||||||||")
+            lines.append(f"| {r['spec'].get('variant')} | failed: {r['error']} ||||||||||||")
             continue
         a = r["method_args"]
         sel = f"{a['alpha']:g}, {a['selection']}" if r["method"] == "pad" else "–"
         soft = ("yes" if r["soft_labels"] else "no") if r["method"] == "pad" else "–"
         lines.append(f"| {r['variant']} | {r['method']} | {_experts_of(r, rows)} | {sel} | {soft} | {acc(r['accuracy'])} | "
-                     f"{r['learned_lr']:.4f} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
+                     f"{_versus(r, pad)} | {r['learned_lr']:.4f} | {r['seconds_per_iteration']:.2f} | {r['distill_seconds']:.0f} | "
                      f"{r['eval_seconds']:.0f} | {r['peak_memory_mb_process']:.0f} | {provenance(r, doc)} |")
     return "\n".join(lines)
 
