@@ -141,7 +141,10 @@ EVAL = dict(model="convnet", runs=3, epochs=4, aug="dsa", device="cpu", progress
 def test_evaluate_batched_equals_sequential(small):
     syn = _set(small)
     seq = evaluate(syn, test=small.test, batched=False, **EVAL)
-    bat = evaluate(syn, test=small.test, **EVAL)  # auto
+    bat = evaluate(syn, test=small.test, **{**EVAL, "batched": True})
+    auto = evaluate(syn, test=small.test, **EVAL)  # auto on a CPU: one after another
+    assert auto.extra["batched"] is False and "CPU" in auto.extra["batched_reason"]
+    assert auto.accuracies == seq.accuracies
     assert seq.extra["batched"] is False and "batched=False" in seq.extra["batched_reason"]
     assert bat.extra["batched"] is True and "batched_reason" not in bat.extra
     assert bat.extra["processes"] == 1
@@ -172,10 +175,13 @@ def test_cli_batched_flag(tmp_path, capsys):
               "--device", "cpu", "--no-progress"]
     assert main(common) == 0
     (auto,) = json.loads((run / "evaluate.json").read_text())
+    assert main(common + ["--batched"]) == 0
+    (bat,) = json.loads((run / "evaluate.json").read_text())
     assert main(common + ["--no-batched"]) == 0
     (seq,) = json.loads((run / "evaluate.json").read_text())
-    assert auto["extra"]["batched"] is True and seq["extra"]["batched"] is False
-    assert auto["accuracies"] == pytest.approx(seq["accuracies"], abs=1e-9)
+    assert bat["extra"]["batched"] is True and seq["extra"]["batched"] is False
+    assert auto["extra"]["batched"] is False and "CPU" in auto["extra"]["batched_reason"]  # auto on a CPU
+    assert bat["accuracies"] == pytest.approx(seq["accuracies"], abs=1e-9)
     capsys.readouterr()
     assert main(common[:3] + ["convnet_bn", "--batched"] + common[4:]) == 2
     assert "cannot train the runs together" in capsys.readouterr().err
@@ -194,7 +200,7 @@ def _split_worker(rank: int, port: int, out: str) -> None:
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         small = toy_splits(num_classes=3, per_class=4, channels=1, size=8)
-        res = evaluate(_set(small), test=small.test, **EVAL)
+        res = evaluate(_set(small), test=small.test, **{**EVAL, "batched": True})  # each process stacks its share
         with open(f"{out}/{rank}.json", "w") as f:
             json.dump(res.to_dict(), f)
     finally:
@@ -203,7 +209,7 @@ def _split_worker(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
 def test_evaluate_runs_split_across_two_processes(small, tmp_path):
-    single = evaluate(_set(small), test=small.test, **EVAL)
+    single = evaluate(_set(small), test=small.test, **{**EVAL, "batched": True})
     # fork: the children start with everything imported (spawn would spend ~15 s importing torch twice)
     mp.start_processes(_split_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
