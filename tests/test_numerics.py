@@ -86,3 +86,14 @@ def test_second_order_methods_refuse_bf16(toy):
     cfg = resolve_config("dc", "toy", 2, "quick", device="cpu", precision="bf16")
     with pytest.raises(ConfigError, match="precision bf16 is available for the distillation of datadam, dm only"):
         get_method("dc")(cfg, toy, CPU)
+
+
+def test_upcast_only_raises_reduced_precision():
+    from datadistill.methods.distribution import mean_embedding_loss
+    from datadistill.numerics import upcast
+
+    assert upcast(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert upcast(torch.ones(2, dtype=torch.float64)).dtype == torch.float64
+    f = torch.randn(4, 3, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])
+    assert mean_embedding_loss(f, y, f[:2], y[:2], 2).dtype == torch.float64  # float64 checks stay float64

@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gain", action="store_true",
                    help="also evaluate a random real subset of the same size and class balance, and report the gain over it")
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
-                   help="train a network's runs together (default: when there are several and the network has no "
-                        "batch norm); --no-batched trains them one after another")
+                   help="train a network's runs together (default: on a GPU, when there are several and the network "
+                        "has no batch norm; on a CPU they train faster one after another); --no-batched: never")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default) or bf16: autocast of the forward passes (training and test)")
     _common(p)

@@ -33,6 +33,12 @@ def check_precision(precision: str, device: torch.device | None = None) -> None:
             raise ConfigError(f"precision bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp32")
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """`t` in fp32 if it is in a reduced precision (bf16/fp16, e.g. made under autocast), else as is
+    (fp32 and fp64 stay what they are)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def autocast(device: torch.device, precision: str):
     """The context for a forward pass at `precision` on `device` (a no-op for fp32)."""
     if precision == "fp32":

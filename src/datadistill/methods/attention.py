@@ -28,6 +28,7 @@ from ..config import DistillConfig
 from ..data import DatasetSplits
 from ..errors import ConfigError
 from ..nets import list_nets, make_net
+from ..numerics import upcast
 from .base import ImageDistiller, chunked_no_grad, uses_batch_norm
 from .distribution import DistributionMatching, mean_embedding_loss
 from .registry import register_method
@@ -37,9 +38,9 @@ LAYER_CHOICES = ("all_but_last", "all")
 
 def attention_map(f: torch.Tensor, p: float = 4) -> torch.Tensor:
     """Spatial attention of feature maps `f` (N, C, H, W): sum_c |f_c|^p, flattened to (N, H*W) and
-    divided by its L2 norm per image (an all-zero map stays zero). Computed in fp32 whatever the
-    dtype of `f` (bf16 under autocast)."""
-    a = f.float().abs().pow(p).sum(dim=1).flatten(1)
+    divided by its L2 norm per image (an all-zero map stays zero). Computed in fp32 when `f` is
+    in a reduced precision (bf16 under autocast)."""
+    a = upcast(f).abs().pow(p).sum(dim=1).flatten(1)
     return F.normalize(a, p=2.0, dim=1)
 
 

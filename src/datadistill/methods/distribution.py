@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..numerics import upcast
 from .base import ImageDistiller, chunked_no_grad, uses_batch_norm
 from .registry import register_method
 
@@ -30,9 +31,9 @@ def mean_embedding_loss(
     real_feats: torch.Tensor, real_labels: torch.Tensor,
     syn_feats: torch.Tensor, syn_labels: torch.Tensor, num_classes: int,
 ) -> torch.Tensor:
-    """sum_c || mean(real_c) - mean(syn_c) ||^2 over the classes present in `syn_labels`, in fp32
-    (features computed under bf16 autocast are cast up before the means)."""
-    real_feats, syn_feats = real_feats.float(), syn_feats.float()
+    """sum_c || mean(real_c) - mean(syn_c) ||^2 over the classes present in `syn_labels` (features
+    computed under bf16 autocast are cast up to fp32 before the means)."""
+    real_feats, syn_feats = upcast(real_feats), upcast(syn_feats)
     present = torch.bincount(syn_labels, minlength=num_classes) > 0
     diff = class_means(real_feats, real_labels, num_classes) - class_means(syn_feats, syn_labels, num_classes)
     return (diff[present] ** 2).sum()
