@@ -124,11 +124,12 @@ def evaluate(
 
     `batched`: "auto" (default) trains the runs together on a GPU when there is more than one and
     the network allows it (no batch norm running statistics; on a CPU they train faster one after
-    another); True insists (ConfigError when the
-    network does not allow it); False trains them one after another. `extra["batched"]` says what
-    was done and `extra["batched_reason"]` why not, when not. Batched runs share one wall time,
-    reported as equal per-run shares. `precision` "bf16": training and testing forward passes under
-    bf16 autocast (numerics.py; recorded in `extra["precision"]`). Under torchrun (`dist.active()`) each process trains its
+    another); True insists (ConfigError when the network does not allow it); False trains them one
+    after another. `extra["batched"]` says what was done and `extra["batched_reason"]` why not,
+    when not. Batched runs share one wall time, reported as equal per-run shares.
+
+    `precision` "bf16": training and testing forward passes under bf16 autocast (numerics.py;
+    recorded in `extra["precision"]`). Under torchrun (`dist.active()`) each process trains its
     share of the runs and every process returns the full result, runs in order;
     `extra["processes"]` is the number of processes."""
     if runs < 1:

@@ -40,8 +40,10 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
 
 
 def autocast(device: torch.device, precision: str):
-    """The context for a forward pass at `precision` on `device` (a no-op for fp32)."""
+    """The context for a forward pass at `precision` on `device` (a no-op for fp32). Called once
+    per minibatch: callers run `check_precision` once beforehand (it asks the CUDA driver)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    check_precision(precision, device)
+    if precision != "bf16":
+        check_precision(precision)  # raises: unknown (without the device query)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -28,7 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, DistillError
-from .numerics import autocast
+from .numerics import autocast, check_precision
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -212,6 +212,7 @@ def _train(
     n = images.shape[0]
     if n == 0:
         raise DistillError("cannot train on an empty set of images")
+    check_precision(precision, images.device)
     opt = torch.optim.SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     milestones = {max(1, int(round(epochs * f))) for f in decay_at if 0 < f < 1}
     model.start()
@@ -258,6 +259,7 @@ def _train(
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
              precision: str = "fp32") -> float:
     """Top-1 accuracy in percent, network in eval mode (forward under autocast for bf16)."""
+    check_precision(precision, images.device)
     was_training = net.training
     net.eval()
     correct = 0
