@@ -79,7 +79,7 @@ def _versus(r: dict, ref: dict | None) -> str:
     from scipy import stats
 
     a, b = r["accuracy"]["accuracies"], ref["accuracy"]["accuracies"]
-    diff = sum(a) / len(a) - sum(b) / len(b)
+    diff = r["accuracy"]["mean"] - ref["accuracy"]["mean"]
     p = stats.ttest_ind(a, b, equal_var=False).pvalue if min(len(a), len(b)) > 1 else float("nan")
     return f"{diff:+.2f}, p {p:.2f}"
 
