@@ -203,13 +203,47 @@ def baseline_table(doc: dict) -> str:
     ])
 
 
+def speed_table(doc: dict) -> str:
+    """benchmarks/speed.py: seconds and FLOPs per iteration against the fp32 ceiling, bf16, the
+    profile's top operators, and the evaluation timing."""
+    c = doc["ceiling"]
+    bf16 = f", bf16 {c['bf16_flops_per_s'] / 1e9:.0f}" if c.get("bf16_flops_per_s") else ""
+    lines = [f"`{doc['command']}` ({_stamp(doc['date'], doc['machine'])}, load average at start "
+             f"{doc['load_average_at_start'][0]:.2f}); ceiling: fp32 {c['fp32_flops_per_s'] / 1e9:.0f} GFLOP/s{bf16}", "",
+             "| method | dataset | s / iteration | GFLOP / iteration | fraction of fp32 ceiling | ratio to ideal | "
+             "bf16 s / iteration (speed-up) | top operators (share of self time) |", "|---|---|---|---|---|---|---|---|"]
+    for m in doc["methods"]:
+        if "error" in m:
+            lines.append(f"| {m['method']} | {m['dataset']} | failed: {m['error']} ||||||")
+            continue
+        b = m.get("bf16")
+        b = f"{b['seconds_per_iteration']:.2f} ({b['speedup_vs_fp32']:.2f}x)" if b else "–"
+        ops = ", ".join(f"{o['op']} {o['share_of_self_time']:.0%}" for o in (m.get("profile") or {}).get("top_ops", []))
+        lines.append(f"| {m['method']} | {m['dataset']} | {m['seconds_per_iteration']:.2f} | "
+                     f"{m['flops_per_iteration'] / 1e9:.0f} | {m['fraction_of_fp32_ceiling']:.0%} | "
+                     f"{m['ratio_to_ideal']:.2f} | {b} | {ops or '–'} |")
+    if doc.get("evaluation"):
+        lines += ["", "| evaluation | runs x epochs | sequential s | stacked s | stacked / sequential | bf16 stacked s | "
+                  "mean acc. fp32 → bf16 % |", "|---|---|---|---|---|---|---|"]
+        for e in doc["evaluation"]:
+            b = e.get("bf16")
+            bcells = (f"{b['train_seconds']:.1f} | {e['batched']['mean']:.2f} → {b['mean']:.2f}" if b else "– | –")
+            lines.append(f"| {e['dataset']} ({e['test_images']} test images) | {e['runs']} x {e['epochs']} | "
+                         f"{e['sequential']['train_seconds']:.1f} | {e['batched']['train_seconds']:.1f} | "
+                         f"{e['speedup_train']:.2f}x | {bcells} |")
+    if doc.get("stopped"):
+        lines += ["", f"({doc['stopped']})"]
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
-               "baseline_mnist": baseline_table, "pad_cifar10": pad_table}
+               "baseline_mnist": baseline_table, "pad_cifar10": pad_table, "speed": speed_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
-    if not all("config" in r or "error" in r for r in doc.get("results", [None])):
+    rows = doc.get("results")
+    if not rows or not all("config" in r or "error" in r for r in rows):
         return f"(no table layout for `{doc['command']}`: its fields are in {path.name})"
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
              f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'})", "",
