@@ -23,7 +23,9 @@ Measured in one run, on the current machine (`--device`, default auto: the GPU i
 
 MTT needs expert trajectories; the benchmark trains one short expert on 512 training images into
 benchmarks/_work/speed-experts-<dataset> (the cost of an MTT iteration does not depend on how good
-the expert is) and sets max_start_epoch to 1 so that the expert needs only `expert_epochs` epochs.
+the expert is) and sets max_start_epoch to 1 so that the expert needs only `expert_epochs` epochs,
+and lr_lr to 0: the step size's gradient is still computed, but the step size is not moved (the
+short expert's trajectory sent it below zero within one iteration at the paper's 1e-5).
 
 Usage:
     python benchmarks/speed.py                      # everything; writes benchmarks/results/speed.json
@@ -132,8 +134,11 @@ def method_config(method: str, dataset: str, device: torch.device, data_root: st
         notes.append("--quick: outer_loop 2, inner_loop 2 instead of the paper's (10, 50) for IPC 10")
     if method == "mtt":
         over["experts"] = experts
-        method_args["max_start_epoch"] = 1
+        method_args.update(max_start_epoch=1, lr_lr=0.0)
         notes.append("max_start_epoch 1 (one short expert; the cost of an iteration does not depend on it)")
+        notes.append("lr_lr 0: the step size still gets its gradient (same work) but is not moved; the short "
+                     "expert's large normalized loss sent the paper's 1e-5 steps below zero, which the method "
+                     "refuses")
         if quick:
             method_args["syn_steps"] = 5
             notes.append("--quick: syn_steps 5")

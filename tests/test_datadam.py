@@ -48,6 +48,25 @@ def test_attention_map_normalizes_each_image_alone():
     assert torch.equal(a[2], torch.zeros(4))
 
 
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 2.5])
+def test_attention_map_fast_routes_match_the_formula(p):
+    # p = 1, 2, 4 take special routes (in place when no gradient is needed); all must give
+    # normalize(sum_c |f_c|^p) and its gradient
+    f = torch.randn(3, 5, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want = torch.nn.functional.normalize(f.abs().pow(p).sum(1).flatten(1), dim=1)
+    with torch.no_grad():
+        assert torch.allclose(attention_map(f, p), want)
+    g = f.clone().requires_grad_(True)
+    got = attention_map(g, p)
+    assert torch.allclose(got, want)
+    w = torch.randn(got.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    (got * w).sum().backward()
+    r = f.clone().requires_grad_(True)
+    (torch.nn.functional.normalize(r.abs().pow(p).sum(1).flatten(1), dim=1) * w).sum().backward()
+    assert torch.allclose(g.grad, r.grad)
+    assert torch.equal(f, g.detach())  # the input is never modified in place
+
+
 def test_sam_loss_by_hand():
     real_y, syn_y = torch.tensor([0, 0, 1]), torch.tensor([0, 1])
     real = [torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([[2.0], [4.0], [0.0]])]

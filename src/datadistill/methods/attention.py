@@ -39,9 +39,25 @@ LAYER_CHOICES = ("all_but_last", "all")
 def attention_map(f: torch.Tensor, p: float = 4) -> torch.Tensor:
     """Spatial attention of feature maps `f` (N, C, H, W): sum_c |f_c|^p, flattened to (N, H*W) and
     divided by its L2 norm per image (an all-zero map stays zero). Computed in fp32 when `f` is
-    in a reduced precision (bf16 under autocast)."""
-    a = upcast(f).abs().pow(p).sum(dim=1).flatten(1)
-    return F.normalize(a, p=2.0, dim=1)
+    in a reduced precision (bf16 under autocast).
+
+    The element-wise work is a sizeable part of an iteration next to the convolutions (the real
+    side holds batch_real maps per class), so the common powers take cheaper routes with the same
+    values: p = 2 and 4 are squarings (no abs, no general `pow`), and where no gradient is needed
+    the second pass works in place on the temporary instead of allocating another."""
+    f = upcast(f)
+    inplace = not (torch.is_grad_enabled() and f.requires_grad)
+    if p == 4:
+        a = f.square()
+        a = a.square_() if inplace else a.square()
+    elif p == 2:
+        a = f.square()
+    elif p == 1:
+        a = f.abs()
+    else:
+        a = f.abs()
+        a = a.pow_(p) if inplace else a.pow(p)
+    return F.normalize(a.sum(dim=1).flatten(1), p=2.0, dim=1)
 
 
 def sam_loss(
