@@ -236,10 +236,28 @@ def speed_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def precision_table(doc: dict) -> str:
+    """benchmarks/precision.py: each method distilled in fp32 and in bf16 (same seed), evaluated in fp32."""
+    rows = [r for r in doc["results"] if "error" not in r]
+    lines = [f"`{doc['command']}` (torch {doc['machine']['torch']}; each row's run in its last column)", "",
+             "| method | dataset | IPC | distillation precision | test acc. % (fp32 evaluation) | bf16 − fp32 (Welch p) | "
+             "s / iteration | speed-up | run |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        prec = r["config"]["precision"]
+        ref = next((f for f in rows if f["method"] == r["method"] and f["dataset"] == r["dataset"]
+                    and f["ipc"] == r["ipc"] and f["config"]["precision"] == "fp32"), None)
+        speed = f"{ref['seconds_per_iteration'] / r['seconds_per_iteration']:.2f}x" if ref and r is not ref else "–"
+        lines.append(f"| {r['method']} | {r['dataset']} | {r['ipc']} | {prec} | {acc(r['accuracy'])} | {_versus(r, ref)} | "
+                     f"{r['seconds_per_iteration']:.2f} | {speed} | {provenance(r, doc)} |")
+    lines += [f"| {r['spec']['method']} | failed: {r['error']} ||||||||" for r in doc["results"] if "error" in r]
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
-               "baseline_mnist": baseline_table, "pad_cifar10": pad_table, "speed": speed_table}
+               "baseline_mnist": baseline_table, "pad_cifar10": pad_table, "speed": speed_table,
+               "precision": precision_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
     rows = doc.get("results")

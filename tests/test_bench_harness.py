@@ -92,3 +92,37 @@ def test_spec_key_ignores_the_checkout_a_run_folder_lives_in():
     assert spec_key(a) == spec_key(b)
     assert spec_key(a) != spec_key({**a, "experts": "/work/bench/runs/experts-y"})
     assert spec_key(a) != spec_key({**a, "ipc": 1})
+
+
+def test_summarize_prints_every_committed_results_file():
+    # summarize.py once crashed on one file and so printed none of the tables after it
+    proc = subprocess.run([sys.executable, str(BENCH / "summarize.py")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for f in sorted((BENCH / "results").glob("*.json")):
+        assert f"### {f.stem}\n" in proc.stdout
+
+
+def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import summarize
+    finally:
+        sys.path.remove(str(BENCH))
+    m = {"torch": "2.13.0", "commit": "abc", "cuda": None, "cpu_threads": 1}
+
+    def row(method, prec, accs, s_it):
+        mean = sum(accs) / len(accs)
+        return {"method": method, "dataset": "mnist", "ipc": 10, "config": {"precision": prec},
+                "accuracy": {"mean": mean, "std": 0.5, "runs": len(accs), "accuracies": accs},
+                "seconds_per_iteration": s_it, "date": "d", "machine": m}
+
+    doc = {"command": "python benchmarks/precision.py", "date": "d", "machine": m,
+           "results": [row("dm", "fp32", [90.0, 91.0, 92.0], 1.5), row("dm", "bf16", [89.0, 90.0, 91.0], 1.0),
+                       {"spec": {"method": "datadam"}, "error": "exit status 1"}]}
+    out = summarize.precision_table(doc)
+    bf16 = next(line for line in out.splitlines() if "| bf16 |" in line)
+    # Welch: t = 1 / sqrt(1/3 + 1/3) = 1.22 on 4 degrees of freedom, two-sided p = 0.288
+    assert "-1.00, p 0.29" in bf16 and "1.50x" in bf16
+    fp32 = next(line for line in out.splitlines() if "| fp32 |" in line)
+    assert "| – | 1.50 | – |" in fp32
+    assert "datadam | failed: exit status 1" in out
