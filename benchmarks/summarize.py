@@ -224,13 +224,16 @@ def speed_table(doc: dict) -> str:
                      f"{m['ratio_to_ideal']:.2f} | {b} | {ops or '–'} |")
     if doc.get("evaluation"):
         lines += ["", "| evaluation | runs x epochs | sequential s | stacked s | stacked / sequential | bf16 stacked s | "
-                  "mean acc. fp32 → bf16 % |", "|---|---|---|---|---|---|---|"]
+                  "mean acc. fp32 → bf16 % | compiled sequential s (first run) | mean acc. eager → compiled % |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in doc["evaluation"]:
-            b = e.get("bf16")
+            b, c = e.get("bf16"), e.get("compile")
             bcells = (f"{b['train_seconds']:.1f} | {e['batched']['mean']:.2f} → {b['mean']:.2f}" if b else "– | –")
+            ccells = (f"{c['train_seconds']:.1f} ({c['train_seconds_per_run'][0]:.1f}) | "
+                      f"{e['sequential']['mean']:.2f} → {c['mean']:.2f}" if c else "– | –")
             lines.append(f"| {e['dataset']} ({e['test_images']} test images) | {e['runs']} x {e['epochs']} | "
                          f"{e['sequential']['train_seconds']:.1f} | {e['batched']['train_seconds']:.1f} | "
-                         f"{e['speedup_train']:.2f}x | {bcells} |")
+                         f"{e['speedup_train']:.2f}x | {bcells} | {ccells} |")
     if doc.get("stopped"):
         lines += ["", f"({doc['stopped']})"]
     return "\n".join(lines)

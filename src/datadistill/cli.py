@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 (default) or bf16: autocast of the loss's forward passes (dm and datadam only)")
     p.add_argument("--eval-precision", choices=["fp32", "bf16"], default=None,
                    help="fp32 (default) or bf16: autocast of the evaluation's forward passes")
+    p.add_argument("--eval-compile", action="store_true", default=None,
+                   help="torch.compile the evaluation's training steps (off by default: changes rounding; "
+                        "no faster on the CPUs measured, docs/speed.md)")
     p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
     p.add_argument("--experts", default=None, metavar="DIR", help="expert trajectories for --method mtt or pad (made by `datadistill experts`)")
     p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
@@ -125,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "has no batch norm; on a CPU they train faster one after another); --no-batched: never")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default) or bf16: autocast of the forward passes (training and test)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each training step's forward and loss (off by default: changes rounding; "
+                        "no faster on the CPUs measured, docs/speed.md)")
     _common(p)
 
     p = sub.add_parser("baseline", help="train on the full training split: accuracy, seconds and FLOPs to compare against")
@@ -194,7 +200,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .config import resolve_config
     from .runner import default_out, run_distillation
 
-    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision}
+    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision, "compile": a.eval_compile}
     if a.eval_models:
         ev["models"] = [m.strip() for m in a.eval_models.split(",") if m.strip()]
     cfg = resolve_config(
@@ -288,7 +294,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         r = evaluate(syn, model=m, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, test=test, split=a.split,
                      device=device, seed=a.seed, progress=not a.no_progress,
                      gain=a.gain, train=splits.train if a.gain else None,
-                     batched="auto" if a.batched is None else a.batched, precision=a.precision)
+                     batched="auto" if a.batched is None else a.batched, precision=a.precision,
+                     compile=a.compile)
         results.append(r)
         if main_process:
             print(r.summary(), file=sys.stderr)

@@ -42,6 +42,7 @@ class EvalConfig:
     aug: str = "dsa"  # dsa | none
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
+    compile: bool = False  # torch.compile each training step's forward and loss (train.py)
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -132,6 +133,8 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
     check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
+    if not isinstance(cfg.eval.compile, bool):
+        raise ConfigError(f"eval compile must be true or false, got {cfg.eval.compile!r}")
 
 
 def load_preset_rules(method: str) -> dict:

@@ -110,6 +110,7 @@ def evaluate(
     train: ImageData | None = None,
     batched: bool | str = "auto",
     precision: str = "fp32",
+    compile: bool = False,
 ) -> EvalResult:
     """Train `runs` fresh `model`s on `syn` and test each once on `test` (default: the real test
     split of the set's dataset; `split="val"` for the validation split, which is what anything that
@@ -129,7 +130,9 @@ def evaluate(
     when not. Batched runs share one wall time, reported as equal per-run shares.
 
     `precision` "bf16": training and testing forward passes under bf16 autocast (numerics.py;
-    recorded in `extra["precision"]`). Under torchrun (`dist.active()`) each process trains its
+    recorded in `extra["precision"]`). `compile=True`: each training step's forward and loss through
+    `torch.compile` (train.py; recorded in `extra["compile"]`; off by default: it changes rounding
+    and did not pay on a CPU). Under torchrun (`dist.active()`) each process trains its
     share of the runs and every process returns the full result, runs in order;
     `extra["processes"]` is the number of processes."""
     if runs < 1:
@@ -173,7 +176,7 @@ def evaluate(
     }
     together, why_not = _batching_choice(batched, nets if nets else [probe], runs, dev)
     train_kw = dict(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                    aug=augment, progress=progress, precision=precision)
+                    aug=augment, progress=progress, precision=precision, compile=compile)
     if together:
         results = train_models(nets, images, labels, generators=gens, desc=f"eval {model} x{len(nets)} runs", **train_kw)
     else:
@@ -194,12 +197,13 @@ def evaluate(
         result.extra["batched_reason"] = why_not
     result.extra["processes"] = dist.world_size()
     result.extra["precision"] = precision
+    result.extra["compile"] = compile
     if gain:
         rand = evaluate(
             random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
             test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
             weight_decay=weight_decay, dsa_strategy=dsa_strategy, model_args=model_args, progress=progress,
-            batched=batched, precision=precision,
+            batched=batched, precision=precision, compile=compile,
         )
         result.extra.update(
             random_mean=rand.mean, random_std=rand.std, random_accuracies=rand.accuracies,

@@ -11,6 +11,11 @@ trained alone by `train_model` (its own generator draws its shuffling and its au
 same order), and SGD is elementwise, so network r ends where `train_model(nets[r], ...,
 generator=generators[r])` ends, up to floating-point rounding (the batched kernels sum in another
 order).
+
+`compile=True` (a switch, off by default) runs each step's forward and loss through
+`torch.compile` (Inductor): fused element-wise kernels and, on a GPU, fewer launches. It changes
+rounding, costs a compilation on the first step (and on a new minibatch shape), and was no faster
+on the 2-core CPU this was measured on (docs/speed.md), so it stays off unless asked for.
 """
 from __future__ import annotations
 
@@ -65,13 +70,14 @@ def train_model(
     desc: str = "train",
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> TrainResult:
     """SGD with momentum; lr x0.1 at each fraction of `decay_at` of the epochs (the papers' protocol:
     half the epochs). Images and labels must already be on the network's device. Shuffling and
     augmentation draw only from `generator`. `precision` "bf16": forward passes under bf16 autocast
-    (numerics.py)."""
+    (numerics.py). `compile`: the forward and loss through `torch.compile` (see the module's doc)."""
     (res,) = _train(
-        _OneNet(net), images, labels, [generator], epochs=epochs, lr=lr, batch_size=batch_size,
+        _OneNet(net, compile), images, labels, [generator], epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
         desc=desc, on_epoch_end=on_epoch_end, precision=precision,
     )
@@ -94,6 +100,7 @@ def train_models(
     progress: bool = False,
     desc: str = "train",
     precision: str = "fp32",
+    compile: bool = False,
 ) -> list[TrainResult]:
     """Train `nets` (same architecture, e.g. N fresh initializations) together; `nets[r]` draws its
     shuffling and augmentation from `generators[r]` exactly as `train_model(nets[r], ...,
@@ -111,7 +118,7 @@ def train_models(
     if reason is not None:
         raise ConfigError(f"these networks cannot be trained together: {reason}; train them one at a time with train_model")
     return _train(
-        _StackedNets(nets), images, labels, list(generators), epochs=epochs, lr=lr, batch_size=batch_size,
+        _StackedNets(nets, compile), images, labels, list(generators), epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
         desc=desc, on_epoch_end=None, precision=precision,
     )
@@ -142,15 +149,16 @@ def batching_blocker(nets: Sequence[nn.Module]) -> str | None:
 class _OneNet:
     """One module trained in place: the loop's N = 1 case, exactly the module's own forward."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, compile: bool = False) -> None:
         self.net = net
         self.params = list(net.parameters())
+        self._loss = _maybe_compile(lambda x, y: classification_loss(net(x), y), compile)
 
     def start(self) -> None:
         self.net.train()
 
     def losses(self, xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-        return classification_loss(self.net(xs[0]), ys[0]).reshape(1)
+        return self._loss(xs[0], ys[0]).reshape(1)
 
     def finish(self) -> None:
         pass
@@ -160,7 +168,7 @@ class _StackedNets:
     """N modules of one architecture as stacked parameters (leading dim N), trained with one
     vectorized call per step; `finish` copies the trained values back into the modules."""
 
-    def __init__(self, nets: list[nn.Module]) -> None:
+    def __init__(self, nets: list[nn.Module], compile: bool = False) -> None:
         self.nets = nets
         params, _ = stack_module_state(nets)  # leaves with requires_grad, shape (N, ...)
         self.stacked = params
@@ -171,7 +179,7 @@ class _StackedNets:
         def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
             return classification_loss(functional_call(base, p, (x,)), y)
 
-        self._losses = vmap(loss_one)
+        self._losses = _maybe_compile(vmap(loss_one), compile)
 
     def start(self) -> None:
         for net in self.nets:
@@ -185,6 +193,25 @@ class _StackedNets:
             for r, net in enumerate(self.nets):
                 for name, p in net.named_parameters():
                     p.copy_(self.stacked[name][r])
+
+
+def _maybe_compile(fn: Callable, compile: bool) -> Callable:
+    """`fn` itself, or `torch.compile(fn)` when asked; a compiler that fails on the first call is
+    reported as a ConfigError that says how to do without it."""
+    if not compile:
+        return fn
+    compiled = torch.compile(fn)
+
+    def call(*args):
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            cause = getattr(e, "inner_exception", None) or e  # the compiler's own error, not dynamo's wrapper
+            first = (str(cause).strip().splitlines() or [""])[0]
+            raise ConfigError(f"torch.compile failed ({type(cause).__name__}: {first}); train without compile "
+                              "(drop --compile / compile: true)") from e
+
+    return call
 
 
 def _train(
