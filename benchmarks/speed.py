@@ -20,9 +20,10 @@ Measured in one run, on the current machine (`--device`, default auto: the GPU i
   DM's and DataDAM's iterations again under bf16 autocast (`bf16.speedup_vs_fp32`), and the batched
   evaluation again under it (`bf16.speedup_train_vs_fp32_batched`, `bf16.mean_difference_vs_fp32`:
   same seeds, so the accuracy difference is what bf16 costs or gains);
-- the compile switch (`compile=True`, datadistill/train.py): the sequential evaluation again with
-  each training step through `torch.compile` (`compile.speedup_train_vs_fp32_sequential`, the
-  compilations included; `compile.mean_difference_vs_fp32` at the same seeds).
+- the training loop's other switches (datadistill/train.py): the sequential evaluation again with
+  each training step through `torch.compile` (`compile`), and in the channels-last memory layout
+  (`channels_last`): `speedup_train_vs_fp32_sequential` (compile's includes its compilations) and
+  `mean_difference_vs_fp32` at the same seeds.
 
 MTT needs expert trajectories; the benchmark trains one short expert on 512 training images into
 benchmarks/_work/speed-experts-<dataset> (the cost of an MTT iteration does not depend on how good
@@ -282,15 +283,17 @@ def measure_eval(dataset: str, data: DatasetSplits, device: torch.device, runs: 
     out["max_run_accuracy_difference"] = max(abs(a - b) for a, b in zip(seq["accuracies"], bat["accuracies"]))
     out["flops_train_total_per_run"] = res.flops["train_total"]
     out["speedup_target"] = 2.5
-    # the compile switch: the sequential runs again with each step through torch.compile, same seeds
-    # (train_seconds includes the compilations, which `train_seconds_per_run` shows run by run)
-    t0 = time.perf_counter()
-    res = evaluate(syn, batched=False, compile=True, **kw)
-    sync(device)
-    out["compile"] = {"train_seconds": res.train_seconds, "train_seconds_per_run": res.train_seconds_per_run,
-                      "wall_seconds": time.perf_counter() - t0, "accuracies": res.accuracies, "mean": res.mean,
-                      "std": res.std, "speedup_train_vs_fp32_sequential": seq["train_seconds"] / res.train_seconds,
-                      "mean_difference_vs_fp32": res.mean - seq["mean"]}
+    # the layout switches: the sequential runs again with each step through torch.compile, and in
+    # the channels-last layout, same seeds (compile's train_seconds include the compilations, which
+    # `train_seconds_per_run` shows run by run)
+    for switch in ("compile", "channels_last"):
+        t0 = time.perf_counter()
+        res = evaluate(syn, batched=False, **{switch: True}, **kw)
+        sync(device)
+        out[switch] = {"train_seconds": res.train_seconds, "train_seconds_per_run": res.train_seconds_per_run,
+                       "wall_seconds": time.perf_counter() - t0, "accuracies": res.accuracies, "mean": res.mean,
+                       "std": res.std, "speedup_train_vs_fp32_sequential": seq["train_seconds"] / res.train_seconds,
+                       "mean_difference_vs_fp32": res.mean - seq["mean"]}
     if bf16:
         # the precision switch: the batched runs again under bf16 autocast, same seeds
         t0 = time.perf_counter()

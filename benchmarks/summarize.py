@@ -224,16 +224,17 @@ def speed_table(doc: dict) -> str:
                      f"{m['ratio_to_ideal']:.2f} | {b} | {ops or '–'} |")
     if doc.get("evaluation"):
         lines += ["", "| evaluation | runs x epochs | sequential s | stacked s | stacked / sequential | bf16 stacked s | "
-                  "mean acc. fp32 → bf16 % | compiled sequential s (first run) | mean acc. eager → compiled % |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "mean acc. fp32 → bf16 % | compiled sequential s (first run) | mean acc. eager → compiled % | "
+                  "channels-last sequential s | mean acc. → channels-last % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in doc["evaluation"]:
-            b, c = e.get("bf16"), e.get("compile")
+            b, c, cl = e.get("bf16"), e.get("compile"), e.get("channels_last")
             bcells = (f"{b['train_seconds']:.1f} | {e['batched']['mean']:.2f} → {b['mean']:.2f}" if b else "– | –")
             ccells = (f"{c['train_seconds']:.1f} ({c['train_seconds_per_run'][0]:.1f}) | "
                       f"{e['sequential']['mean']:.2f} → {c['mean']:.2f}" if c else "– | –")
+            clcells = (f"{cl['train_seconds']:.1f} | {e['sequential']['mean']:.2f} → {cl['mean']:.2f}" if cl else "– | –")
             lines.append(f"| {e['dataset']} ({e['test_images']} test images) | {e['runs']} x {e['epochs']} | "
                          f"{e['sequential']['train_seconds']:.1f} | {e['batched']['train_seconds']:.1f} | "
-                         f"{e['speedup_train']:.2f}x | {bcells} | {ccells} |")
+                         f"{e['speedup_train']:.2f}x | {bcells} | {ccells} | {clcells} |")
     if doc.get("stopped"):
         lines += ["", f"({doc['stopped']})"]
     return "\n".join(lines)

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-compile", action="store_true", default=None,
                    help="torch.compile the evaluation's training steps (off by default: changes rounding; "
                         "no faster on the CPUs measured, docs/speed.md)")
+    p.add_argument("--eval-channels-last", action="store_true", default=None,
+                   help="train the evaluation's networks in the channels-last memory layout, one at a time "
+                        "(off by default; slower on the CPUs measured, docs/speed.md)")
     p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
     p.add_argument("--experts", default=None, metavar="DIR", help="expert trajectories for --method mtt or pad (made by `datadistill experts`)")
     p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
@@ -131,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each training step's forward and loss (off by default: changes rounding; "
                         "no faster on the CPUs measured, docs/speed.md)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="train in the channels-last memory layout, one run at a time (off by default; slower on "
+                        "the CPUs measured, docs/speed.md)")
     _common(p)
 
     p = sub.add_parser("baseline", help="train on the full training split: accuracy, seconds and FLOPs to compare against")
@@ -200,7 +206,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .config import resolve_config
     from .runner import default_out, run_distillation
 
-    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision, "compile": a.eval_compile}
+    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision, "compile": a.eval_compile,
+          "channels_last": a.eval_channels_last}
     if a.eval_models:
         ev["models"] = [m.strip() for m in a.eval_models.split(",") if m.strip()]
     cfg = resolve_config(
@@ -295,7 +302,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                      device=device, seed=a.seed, progress=not a.no_progress,
                      gain=a.gain, train=splits.train if a.gain else None,
                      batched="auto" if a.batched is None else a.batched, precision=a.precision,
-                     compile=a.compile)
+                     compile=a.compile, channels_last=a.channels_last)
         results.append(r)
         if main_process:
             print(r.summary(), file=sys.stderr)

@@ -43,6 +43,7 @@ class EvalConfig:
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
     compile: bool = False  # torch.compile each training step's forward and loss (train.py)
+    channels_last: bool = False  # train in the channels-last memory layout, one run at a time (train.py)
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -133,8 +134,9 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
     check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
-    if not isinstance(cfg.eval.compile, bool):
-        raise ConfigError(f"eval compile must be true or false, got {cfg.eval.compile!r}")
+    for switch in ("compile", "channels_last"):
+        if not isinstance(getattr(cfg.eval, switch), bool):
+            raise ConfigError(f"eval {switch} must be true or false, got {getattr(cfg.eval, switch)!r}")
 
 
 def load_preset_rules(method: str) -> dict:

@@ -111,6 +111,7 @@ def evaluate(
     batched: bool | str = "auto",
     precision: str = "fp32",
     compile: bool = False,
+    channels_last: bool = False,
 ) -> EvalResult:
     """Train `runs` fresh `model`s on `syn` and test each once on `test` (default: the real test
     split of the set's dataset; `split="val"` for the validation split, which is what anything that
@@ -132,7 +133,8 @@ def evaluate(
     `precision` "bf16": training and testing forward passes under bf16 autocast (numerics.py;
     recorded in `extra["precision"]`). `compile=True`: each training step's forward and loss through
     `torch.compile` (train.py; recorded in `extra["compile"]`; off by default: it changes rounding
-    and did not pay on a CPU). Under torchrun (`dist.active()`) each process trains its
+    and did not pay on a CPU). `channels_last=True`: each network trains in the channels-last memory
+    layout, one at a time (train.py; `extra["channels_last"]`; off by default). Under torchrun (`dist.active()`) each process trains its
     share of the runs and every process returns the full result, runs in order;
     `extra["processes"]` is the number of processes."""
     if runs < 1:
@@ -174,13 +176,14 @@ def evaluate(
         "test_per_image": te,
         "test_total": te * test_x.shape[0],
     }
-    together, why_not = _batching_choice(batched, nets if nets else [probe], runs, dev)
+    together, why_not = _batching_choice(batched, nets if nets else [probe], runs, dev, channels_last)
     train_kw = dict(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                     aug=augment, progress=progress, precision=precision, compile=compile)
     if together:
         results = train_models(nets, images, labels, generators=gens, desc=f"eval {model} x{len(nets)} runs", **train_kw)
     else:
-        results = [train_model(net, images, labels, generator=g, desc=f"eval {model} run {r + 1}/{runs}", **train_kw)
+        results = [train_model(net, images, labels, generator=g, desc=f"eval {model} run {r + 1}/{runs}",
+                               channels_last=channels_last, **train_kw)
                    for r, net, g in zip(mine, nets, gens)]
     done = {r: (accuracy(net, test_x, test_y, precision=precision), res.seconds) for r, net, res in zip(mine, nets, results)}
     for part in dist.all_gather_objects(done):
@@ -198,12 +201,13 @@ def evaluate(
     result.extra["processes"] = dist.world_size()
     result.extra["precision"] = precision
     result.extra["compile"] = compile
+    result.extra["channels_last"] = channels_last
     if gain:
         rand = evaluate(
             random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
             test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
             weight_decay=weight_decay, dsa_strategy=dsa_strategy, model_args=model_args, progress=progress,
-            batched=batched, precision=precision, compile=compile,
+            batched=batched, precision=precision, compile=compile, channels_last=channels_last,
         )
         result.extra.update(
             random_mean=rand.mean, random_std=rand.std, random_accuracies=rand.accuracies,
@@ -213,13 +217,18 @@ def evaluate(
 
 
 def _batching_choice(batched: bool | str, nets: list[torch.nn.Module], runs: int,
-                     device: torch.device) -> tuple[bool, str]:
+                     device: torch.device, channels_last: bool = False) -> tuple[bool, str]:
     """(train the runs together?, why not when not). Decided on the total number of runs, so every
     process of a torchrun group decides alike (a process whose share is one run trains it stacked).
     "auto" batches on a GPU only: on the 2-core CPU, batched training was 0.72x to 0.77x the speed
     of sequential training (benchmarks/results/speed.json, quiet machine)."""
     if batched is False:
         return False, "sequential training was asked for (batched=False)"
+    if channels_last:
+        if batched is True:
+            raise ConfigError("channels_last trains networks one at a time (stacked runs have no channels-last "
+                              "layout); drop one of --channels-last and --batched")
+        return False, "channels_last trains networks one at a time"
     blocker = batching_blocker(nets)
     if blocker is not None:
         if batched is True:

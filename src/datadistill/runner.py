@@ -263,6 +263,7 @@ def run_distillation(
                 aug=cfg.eval.aug, test=data.test, device=device, seed=cfg.seed, batch_size=cfg.eval.batch_size,
                 momentum=cfg.eval.momentum, weight_decay=cfg.eval.weight_decay, dsa_strategy=cfg.eval.dsa_strategy,
                 progress=progress, precision=cfg.eval.precision, compile=cfg.eval.compile,
+                channels_last=cfg.eval.channels_last,
             )
             result.evals.append(res)
             log(res.summary())
@@ -280,5 +281,6 @@ def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device
         syn, model=cfg.model, runs=1, epochs=cfg.val_epochs, aug=cfg.eval.aug, test=data.val, split="val",
         device=device, seed=cfg.seed + 7919, batch_size=cfg.eval.batch_size, dsa_strategy=cfg.eval.dsa_strategy,
         model_args=cfg.model_args, progress=False, precision=cfg.eval.precision, compile=cfg.eval.compile,
+        channels_last=cfg.eval.channels_last,
     )
     return res.mean

@@ -16,6 +16,10 @@ order).
 `torch.compile` (Inductor): fused element-wise kernels and, on a GPU, fewer launches. It changes
 rounding, costs a compilation on the first step (and on a new minibatch shape), and was no faster
 on the 2-core CPU this was measured on (docs/speed.md), so it stays off unless asked for.
+`channels_last=True` (likewise a switch, off) trains a network alone with its convolution weights
+and inputs in the channels-last memory layout (other convolution kernels, so other rounding): GPUs'
+tensor-core convolutions prefer it; it was slower on that CPU. Stacked training takes 5-d inputs,
+which have no channels-last layout, so it trains networks one at a time.
 """
 from __future__ import annotations
 
@@ -71,13 +75,14 @@ def train_model(
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    channels_last: bool = False,
 ) -> TrainResult:
     """SGD with momentum; lr x0.1 at each fraction of `decay_at` of the epochs (the papers' protocol:
     half the epochs). Images and labels must already be on the network's device. Shuffling and
     augmentation draw only from `generator`. `precision` "bf16": forward passes under bf16 autocast
-    (numerics.py). `compile`: the forward and loss through `torch.compile` (see the module's doc)."""
+    (numerics.py). `compile`, `channels_last`: see the module's doc."""
     (res,) = _train(
-        _OneNet(net, compile), images, labels, [generator], epochs=epochs, lr=lr, batch_size=batch_size,
+        _OneNet(net, compile, channels_last), images, labels, [generator], epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
         desc=desc, on_epoch_end=on_epoch_end, precision=precision,
     )
@@ -147,21 +152,27 @@ def batching_blocker(nets: Sequence[nn.Module]) -> str | None:
 
 
 class _OneNet:
-    """One module trained in place: the loop's N = 1 case, exactly the module's own forward."""
+    """One module trained in place: the loop's N = 1 case, exactly the module's own forward
+    (channels_last: in that memory layout while it trains, given back in the default one)."""
 
-    def __init__(self, net: nn.Module, compile: bool = False) -> None:
+    def __init__(self, net: nn.Module, compile: bool = False, channels_last: bool = False) -> None:
         self.net = net
         self.params = list(net.parameters())
+        self.channels_last = channels_last
         self._loss = _maybe_compile(lambda x, y: classification_loss(net(x), y), compile)
 
     def start(self) -> None:
         self.net.train()
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its tensors
 
     def losses(self, xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-        return self._loss(xs[0], ys[0]).reshape(1)
+        x = xs[0].contiguous(memory_format=torch.channels_last) if self.channels_last else xs[0]
+        return self._loss(x, ys[0]).reshape(1)
 
     def finish(self) -> None:
-        pass
+        if self.channels_last:
+            self.net.to(memory_format=torch.contiguous_format)
 
 
 class _StackedNets:

@@ -1,5 +1,7 @@
-"""The torch.compile switch of the training loop: off by default, really compiled when asked, the
-same training up to rounding (alone and stacked), and a failing compiler reported with what to do."""
+"""The training loop's speed switches, off by default. torch.compile: really compiled when asked,
+the same training up to rounding (alone and stacked), a failing compiler reported with what to do.
+channels_last: the convolutions really see that layout, the same training up to rounding, the
+network given back in the default layout, one run at a time."""
 import sys
 
 import pytest
@@ -88,3 +90,35 @@ def test_evaluate_config_and_cli_carry_the_switch(toy, monkeypatch):
     assert p.parse_args(["evaluate", "set.safetensors"]).compile is False
     assert p.parse_args(["distill", "--eval-compile"]).eval_compile is True
     assert p.parse_args(["distill"]).eval_compile is None
+
+
+def test_channels_last_trains_in_that_layout_and_gives_the_network_back(toy):
+    x, y = toy.train.images, toy.train.labels
+    kw = dict(epochs=2, lr=0.01, batch_size=len(x))
+    plain, cl = _net(), _net()
+    layouts = []
+    for m in cl.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_pre_hook(lambda mod, inp: layouts.append(
+                (inp[0].is_contiguous(memory_format=torch.channels_last), mod.weight.is_contiguous(memory_format=torch.channels_last))))
+    train_model(plain, x, y, generator=make_generator(0, "t"), **kw)
+    train_model(cl, x, y, generator=make_generator(0, "t"), channels_last=True, **kw)
+    assert layouts and set(layouts) == {(True, True)}
+    assert torch.allclose(_params(plain), _params(cl), atol=1e-4)
+    assert all(p.is_contiguous() for p in cl.parameters())  # back in the default layout
+
+
+def test_channels_last_evaluation_runs_one_at_a_time(toy):
+    kw = dict(model="convnet", runs=2, epochs=1, aug="none", test=toy.test, device="cpu", model_args=NET, progress=False)
+    res = evaluate(toy.train, channels_last=True, **kw)
+    assert res.extra["channels_last"] is True and res.extra["batched"] is False
+    assert "one at a time" in res.extra["batched_reason"]
+    with pytest.raises(ConfigError, match="drop one of --channels-last and --batched"):
+        evaluate(toy.train, channels_last=True, batched=True, **kw)
+    assert resolve_config("dm", "toy", 2, "quick", eval={"channels_last": True}).eval.channels_last is True
+    with pytest.raises(ConfigError, match="eval channels_last must be true or false"):
+        resolve_config("dm", "toy", 2, "quick", eval={"channels_last": 1})
+    p = build_parser()
+    assert p.parse_args(["evaluate", "set.safetensors", "--channels-last"]).channels_last is True
+    assert p.parse_args(["distill", "--eval-channels-last"]).eval_channels_last is True
+    assert p.parse_args(["distill"]).eval_channels_last is None
