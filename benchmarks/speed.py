@@ -125,7 +125,8 @@ def ceiling(device: torch.device, quick: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------------- methods
-def method_config(method: str, dataset: str, device: torch.device, data_root: str, quick: bool, experts: str | None):
+def method_config(method: str, dataset: str, device: torch.device, data_root: str, quick: bool, experts: str | None,
+                  mtt_unroll: str = "plain"):
     over: dict = {"device": str(device), "data_root": data_root, "eval": {"runs": 0}}
     method_args: dict = {}
     notes = []
@@ -146,6 +147,10 @@ def method_config(method: str, dataset: str, device: torch.device, data_root: st
         if quick:
             method_args["syn_steps"] = 5
             notes.append("--quick: syn_steps 5")
+        if mtt_unroll != "plain":
+            method_args["unroll"] = mtt_unroll
+            notes.append(f"--mtt-unroll {mtt_unroll}: the plain unroll's graph of every student step did not fit "
+                         "this machine's memory (it recomputes each segment's forward in the backward pass)")
     cfg = resolve_config(method, dataset, IPC, "paper", **over, method_args=method_args)
     return cfg, notes
 
@@ -218,9 +223,9 @@ def timed_steps(d, first: int, iters: int, device: torch.device) -> list[float]:
 
 
 def measure_method(method: str, dataset: str, data: DatasetSplits, device: torch.device, data_root: str,
-                   ceil: dict, iters: int, quick: bool) -> dict:
+                   ceil: dict, iters: int, quick: bool, mtt_unroll: str = "plain") -> dict:
     experts = mtt_experts(dataset, data, device) if method == "mtt" else None
-    cfg, notes = method_config(method, dataset, device, data_root, quick, experts)
+    cfg, notes = method_config(method, dataset, device, data_root, quick, experts, mtt_unroll)
     d = build(cfg, data, device)
     # warm-up step, counted: the FLOPs of one iteration (the counter slows it, so it is not timed)
     with FlopCounterMode(display=False) as fc:
@@ -319,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-epochs", type=int, default=None, help="epochs per evaluation run (default 50; --quick 3)")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation timing")
     ap.add_argument("--quick", action="store_true", help="a smoke test of about 2 minutes on 2 CPU cores (reduced settings)")
+    ap.add_argument("--mtt-unroll", choices=["plain", "checkpoint"], default="plain",
+                    help="MTT's unroll (default plain, the paper's); checkpoint where plain does not fit in memory "
+                         "(MTT on CIFAR-10 at IPC 10 needs about 20 GB of it on a CPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=None, help="JSON path (default results/speed.json; --quick: _work/speed-quick.json)")
@@ -355,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset(ds, a.data_root, progress=False)
         for m in methods:
             try:
-                doc["methods"].append(measure_method(m, ds, data, device, a.data_root, doc["ceiling"], iters, a.quick))
+                doc["methods"].append(measure_method(m, ds, data, device, a.data_root, doc["ceiling"], iters, a.quick,
+                                                    a.mtt_unroll))
             except Exception as e:  # noqa: BLE001  (one failing method must not lose the others' numbers)
                 log(f"{m} {ds} failed: {type(e).__name__}: {e}")
                 doc["methods"].append({"method": m, "dataset": ds, "error": f"{type(e).__name__}: {e}"})
