@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a smoke test of about 2 minutes on 2 CPU cores (reduced settings)")
     ap.add_argument("--mtt-unroll", choices=["plain", "checkpoint"], default="plain",
                     help="MTT's unroll (default plain, the paper's); checkpoint where plain does not fit in memory "
-                         "(MTT on CIFAR-10 at IPC 10 needs about 20 GB of it on a CPU)")
+                         "(MTT's plain unroll on CIFAR-10 at IPC 10 was killed for memory at 24 GB on the CPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=None, help="JSON path (default results/speed.json; --quick: _work/speed-quick.json)")
