@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-precision", choices=["fp32", "bf16"], default=None,
                    help="fp32 (default) or bf16: autocast of the evaluation's forward passes")
     p.add_argument("--eval-compile", action="store_true", default=None,
-                   help="torch.compile the evaluation's training steps (off by default: changes rounding; "
-                        "no faster on the CPUs measured, docs/speed.md)")
+                   help="torch.compile the evaluation's training steps (off by default: changes rounding and "
+                        "compiles first; pays for long trainings, docs/speed.md)")
     p.add_argument("--eval-channels-last", action="store_true", default=None,
                    help="train the evaluation's networks in the channels-last memory layout, one at a time "
                         "(off by default; slower on the CPUs measured, docs/speed.md)")
@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default) or bf16: autocast of the forward passes (training and test)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile each training step's forward and loss (off by default: changes rounding; "
-                        "no faster on the CPUs measured, docs/speed.md)")
+                   help="torch.compile each training step's forward and loss (off by default: changes rounding and "
+                        "compiles first; pays for long trainings, docs/speed.md)")
     p.add_argument("--channels-last", action="store_true",
                    help="train in the channels-last memory layout, one run at a time (off by default; slower on "
                         "the CPUs measured, docs/speed.md)")

@@ -133,7 +133,7 @@ def evaluate(
     `precision` "bf16": training and testing forward passes under bf16 autocast (numerics.py;
     recorded in `extra["precision"]`). `compile=True`: each training step's forward and loss through
     `torch.compile` (train.py; recorded in `extra["compile"]`; off by default: it changes rounding
-    and did not pay on a CPU). `channels_last=True`: each network trains in the channels-last memory
+    and the compilation pays only for long trainings). `channels_last=True`: each network trains in the channels-last memory
     layout, one at a time (train.py; `extra["channels_last"]`; off by default). Under torchrun (`dist.active()`) each process trains its
     share of the runs and every process returns the full result, runs in order;
     `extra["processes"]` is the number of processes."""
