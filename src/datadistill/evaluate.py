@@ -133,10 +133,10 @@ def evaluate(
     `precision` "bf16": training and testing forward passes under bf16 autocast (numerics.py;
     recorded in `extra["precision"]`). `compile=True`: each training step's forward and loss through
     `torch.compile` (train.py; recorded in `extra["compile"]`; off by default: it changes rounding
-    and the compilation pays only for long trainings). `channels_last=True`: each network trains in the channels-last memory
-    layout, one at a time (train.py; `extra["channels_last"]`; off by default). Under torchrun (`dist.active()`) each process trains its
-    share of the runs and every process returns the full result, runs in order;
-    `extra["processes"]` is the number of processes."""
+    and the compilation pays only for long trainings). `channels_last=True`: each network trains
+    in the channels-last memory layout, one at a time (train.py; `extra["channels_last"]`; off by
+    default). Under torchrun (`dist.active()`) each process trains its share of the runs and every
+    process returns the full result, runs in order; `extra["processes"]` is the number of processes."""
     if runs < 1:
         raise ConfigError(f"runs must be >= 1, got {runs}")
     if batched not in ("auto", True, False):
@@ -220,8 +220,8 @@ def _batching_choice(batched: bool | str, nets: list[torch.nn.Module], runs: int
                      device: torch.device, channels_last: bool = False) -> tuple[bool, str]:
     """(train the runs together?, why not when not). Decided on the total number of runs, so every
     process of a torchrun group decides alike (a process whose share is one run trains it stacked).
-    "auto" batches on a GPU only: on the 2-core CPU, batched training was 0.72x to 0.77x the speed
-    of sequential training (benchmarks/results/speed.json, quiet machine)."""
+    "auto" batches on a GPU only: on the 2-core CPU, batched training was 0.72x to 0.81x the speed
+    of sequential training (benchmarks/results/speed.json and its previous run, quiet machine)."""
     if batched is False:
         return False, "sequential training was asked for (batched=False)"
     if channels_last:
