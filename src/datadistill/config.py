@@ -45,6 +45,11 @@ class EvalConfig:
     compile: bool = False  # torch.compile each training step's forward and loss (train.py)
     channels_last: bool = False  # train in the channels-last memory layout, one run at a time (train.py)
 
+    def switches(self) -> dict:
+        """The training loop's switches as `evaluate` keyword arguments (precision, compile,
+        channels_last): what every evaluation of a run passes on."""
+        return {"precision": self.precision, "compile": self.compile, "channels_last": self.channels_last}
+
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
             return self.epochs

@@ -262,8 +262,7 @@ def run_distillation(
                 syn, model=model, runs=cfg.eval.runs, epochs=cfg.eval.resolved_epochs(), lr=cfg.eval.lr,
                 aug=cfg.eval.aug, test=data.test, device=device, seed=cfg.seed, batch_size=cfg.eval.batch_size,
                 momentum=cfg.eval.momentum, weight_decay=cfg.eval.weight_decay, dsa_strategy=cfg.eval.dsa_strategy,
-                progress=progress, precision=cfg.eval.precision, compile=cfg.eval.compile,
-                channels_last=cfg.eval.channels_last,
+                progress=progress, **cfg.eval.switches(),
             )
             result.evals.append(res)
             log(res.summary())
@@ -280,7 +279,6 @@ def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device
     res = evaluate(
         syn, model=cfg.model, runs=1, epochs=cfg.val_epochs, aug=cfg.eval.aug, test=data.val, split="val",
         device=device, seed=cfg.seed + 7919, batch_size=cfg.eval.batch_size, dsa_strategy=cfg.eval.dsa_strategy,
-        model_args=cfg.model_args, progress=False, precision=cfg.eval.precision, compile=cfg.eval.compile,
-        channels_last=cfg.eval.channels_last,
+        model_args=cfg.model_args, progress=False, **cfg.eval.switches(),
     )
     return res.mean
