@@ -275,14 +275,27 @@ def measure_eval(dataset: str, data: DatasetSplits, device: torch.device, runs: 
                                             "the same, so the training speed-up does not depend on the number of "
                                             "epochs (the wall times include the fixed cost of testing)", "aug": "dsa",
            "test_images": len(test)}
-    for mode, batched in (("sequential", False), ("batched", True)):
+
+    def timed(**over) -> tuple[dict, object]:
+        """One evaluation of the set with `over` on top of the shared settings, timed."""
         sync(device)
         t0 = time.perf_counter()
-        res = evaluate(syn, batched=batched, **kw)
+        res = evaluate(syn, **over, **kw)
         sync(device)
-        out[mode] = {"train_seconds": res.train_seconds, "wall_seconds": time.perf_counter() - t0,
-                     "accuracies": res.accuracies, "mean": res.mean, "std": res.std, "extra": res.extra}
-    seq, bat = out["sequential"], out["batched"]
+        rec = {"train_seconds": res.train_seconds, "train_seconds_per_run": res.train_seconds_per_run,
+               "wall_seconds": time.perf_counter() - t0, "accuracies": res.accuracies, "mean": res.mean,
+               "std": res.std, "extra": res.extra}
+        return rec, res
+
+    def against(rec: dict, ref: dict, ref_name: str) -> dict:
+        """`rec` with its training speed-up over `ref` and the mean accuracy difference (same seeds)."""
+        rec[f"speedup_train_vs_fp32_{ref_name}"] = ref["train_seconds"] / rec["train_seconds"]
+        rec["mean_difference_vs_fp32"] = rec["mean"] - ref["mean"]
+        return rec
+
+    seq, _ = timed(batched=False)
+    bat, res = timed(batched=True)
+    out["sequential"], out["batched"] = seq, bat
     out["speedup_train"] = seq["train_seconds"] / bat["train_seconds"]
     out["speedup_wall"] = seq["wall_seconds"] / bat["wall_seconds"]
     out["max_run_accuracy_difference"] = max(abs(a - b) for a, b in zip(seq["accuracies"], bat["accuracies"]))
@@ -292,22 +305,10 @@ def measure_eval(dataset: str, data: DatasetSplits, device: torch.device, runs: 
     # the channels-last layout, same seeds (compile's train_seconds include the compilations, which
     # `train_seconds_per_run` shows run by run)
     for switch in ("compile", "channels_last"):
-        t0 = time.perf_counter()
-        res = evaluate(syn, batched=False, **{switch: True}, **kw)
-        sync(device)
-        out[switch] = {"train_seconds": res.train_seconds, "train_seconds_per_run": res.train_seconds_per_run,
-                       "wall_seconds": time.perf_counter() - t0, "accuracies": res.accuracies, "mean": res.mean,
-                       "std": res.std, "speedup_train_vs_fp32_sequential": seq["train_seconds"] / res.train_seconds,
-                       "mean_difference_vs_fp32": res.mean - seq["mean"]}
+        out[switch] = against(timed(batched=False, **{switch: True})[0], seq, "sequential")
     if bf16:
         # the precision switch: the batched runs again under bf16 autocast, same seeds
-        t0 = time.perf_counter()
-        res = evaluate(syn, batched=True, precision="bf16", **kw)
-        sync(device)
-        out["bf16"] = {"train_seconds": res.train_seconds, "wall_seconds": time.perf_counter() - t0,
-                       "accuracies": res.accuracies, "mean": res.mean, "std": res.std,
-                       "speedup_train_vs_fp32_batched": bat["train_seconds"] / res.train_seconds,
-                       "mean_difference_vs_fp32": res.mean - bat["mean"]}
+        out["bf16"] = against(timed(batched=True, precision="bf16")[0], bat, "batched")
     log(f"evaluation {dataset}, {runs} runs x {epochs} epochs: sequential {seq['train_seconds']:.1f} s, batched "
         f"{bat['train_seconds']:.1f} s (x{out['speedup_train']:.2f}); largest per-run accuracy difference "
         f"{out['max_run_accuracy_difference']:.3f} points")
