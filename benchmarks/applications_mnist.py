@@ -65,7 +65,7 @@ def dm_run(args, data):
     """The DM set (MNIST IPC 10, quick preset) the NAS and cross-architecture parts use: distilled
     into DM_RUN, or resumed / reloaded from there. Returns (config, run result, wall seconds)."""
     from datadistill.config import resolve_config
-    from datadistill.runner import run_distillation
+    from datadistill.run import run_distillation
 
     cfg = resolve_config("dm", "mnist", 10, "quick", data_root=args.data_root, device=args.device, eval={"runs": 0})
     t0 = time.perf_counter()

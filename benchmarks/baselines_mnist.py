@@ -34,7 +34,7 @@ _run_one = common.run_one
 
 def run_one_with_selection(spec: dict) -> dict:
     """common.run_one, plus the selection's cost and the embedding network's figures from the set's metadata."""
-    import datadistill.runner as runner
+    import datadistill.run.loop as runner
 
     real = runner.run_distillation
     captured: dict = {}
@@ -68,7 +68,7 @@ def full_data(epochs: int = 5, runs: int = 1, device: str = "auto", argv: list[s
 
     from datadistill.baseline import full_data_baseline
     from datadistill.rng import resolve_device
-    from datadistill.runner import peak_memory_mb
+    from datadistill.run import peak_memory_mb
 
     data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
     res = full_data_baseline("mnist", model="convnet", epochs=epochs, runs=runs, data_root=data_root,

@@ -59,23 +59,20 @@ def run_one(spec: dict) -> dict:
     import torch
 
     from datadistill.config import resolve_config
-    from datadistill.data import load_dataset
     from datadistill.evaluate import evaluate
-    from datadistill.methods import initial_synset
-    from datadistill.rng import make_generator
-    from datadistill.runner import peak_memory_mb, run_distillation
+    from datadistill.run import peak_memory_mb, prepare, run_distillation
+    from datadistill.run.setup import load_data
 
     over = dict(spec.get("overrides", {}))
     over.setdefault("data_root", spec.get("data_root"))
     over["eval"] = {**over.get("eval", {}), "runs": 0}
     cfg = resolve_config(spec["method"], spec["dataset"], spec["ipc"], spec.get("preset", "quick"), **over)
-    data = load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=False)
+    data = load_data(cfg, progress=False)
     res = run_distillation(cfg, None, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
     ev_kw = dict(model=cfg.eval.models[0], runs=spec.get("eval_runs", 3), epochs=cfg.eval.resolved_epochs(),
-                 lr=cfg.eval.lr, aug=cfg.eval.aug, test=data.test, device=cfg.device, seed=cfg.seed,
-                 dsa_strategy=cfg.eval.dsa_strategy, progress=False, **cfg.eval.switches())
+                 test=data.test, device=cfg.device, seed=cfg.seed, progress=False)
     t0 = time.perf_counter()
-    ev = evaluate(res.synset, **ev_kw)
+    ev = evaluate(res.synset, cfg.eval, **ev_kw)
     out = {
         "method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "preset": cfg.preset,
         "iterations": cfg.iterations, "distill_seconds": res.distill_seconds,
@@ -87,8 +84,8 @@ def run_one(spec: dict) -> dict:
         "config": cfg.to_dict(),
     }
     if spec.get("eval_init", True):
-        syn0 = initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
-        ev0 = evaluate(syn0, **ev_kw)
+        syn0 = prepare(cfg, data=data, progress=False).syn0  # the starting set the run began from
+        ev0 = evaluate(syn0, cfg.eval, **ev_kw)
         out["init_accuracy"] = {"mean": ev0.mean, "std": ev0.std, "runs": ev0.runs, "accuracies": ev0.accuracies}
     out["peak_memory_mb"] = peak_memory_mb(torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")))
     return out

@@ -44,7 +44,7 @@ def _acc(ev) -> dict:
 
 
 def job_experts(job: dict) -> dict:
-    from datadistill.experts import expert_settings, train_experts
+    from datadistill.methods.trajectory import expert_settings, train_experts
 
     settings = expert_settings("cifar10", "quick", **job.get("settings", {}))
     t0 = time.perf_counter()
@@ -66,12 +66,8 @@ def job_mtt(job: dict) -> dict:
     import torch
 
     from datadistill.data import load_dataset
-    from datadistill.data.zca import whiten
     from datadistill.evaluate import evaluate
-    from datadistill.experts import stored_zca
-    from datadistill.methods import initial_synset
-    from datadistill.rng import make_generator
-    from datadistill.runner import peak_memory_mb, run_distillation
+    from datadistill.run import peak_memory_mb, prepare, run_distillation
 
     over = dict(job.get("overrides", {}))
     cfg = _mtt_config(job, **{**over, "eval": {"runs": 0},
@@ -90,9 +86,7 @@ def job_mtt(job: dict) -> dict:
            "config": cfg.to_dict()}
     if not job.get("eval_init", True):
         return row
-    train = whiten(data.train, stored_zca(cfg.experts, data.spec, cfg.model, cfg.model_args)) if cfg.zca else data.train
-    syn0 = initial_synset(train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
-    syn0.zca = res.synset.zca
+    syn0 = prepare(cfg, data=data, progress=False).syn0  # the starting set, whitened as the run's
     ev0 = evaluate(syn0, **kw)  # lr None: 0.01 (the set carries no learned lr)
     return {**row, "init_accuracy": _acc(ev0)}
 
@@ -100,22 +94,15 @@ def job_mtt(job: dict) -> dict:
 def job_probe(job: dict) -> dict:
     import torch
 
-    from datadistill.data import DatasetSplits, load_dataset
-    from datadistill.data.zca import whiten
-    from datadistill.experts import stored_zca
-    from datadistill.methods import get_method, initial_synset
-    from datadistill.rng import make_generator
+    from datadistill.data import load_dataset
+    from datadistill.run import prepare
 
     over = job.get("overrides", {})
     cfg = _mtt_config(job, iterations=PROBE_ITERATIONS, eval={"runs": 0},
                       method_args={**over.get("method_args", {}), "unroll": job["unroll"]})
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset("cifar10", cfg.data_root, progress=False)
-    if cfg.zca:
-        data = DatasetSplits(whiten(data.train, stored_zca(cfg.experts, data.spec, cfg.model, cfg.model_args)),
-                             data.val, data.test)
-    d = get_method("mtt")(cfg, data, dev)
-    d.init(initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init")))
+    d = prepare(cfg, data=data, device=dev, progress=False).distiller
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev) / 2**20

@@ -63,7 +63,7 @@ SMOKE_EVAL = {"runs": 1, "epochs": 2}
 
 
 def job_experts(job: dict) -> dict:
-    from datadistill.experts import expert_settings, train_experts
+    from datadistill.methods.trajectory import expert_settings, train_experts
 
     over = dict(SMOKE_EXPERTS) if job.get("smoke") else {}
     if job["kind"] == "el2n":
@@ -82,7 +82,7 @@ def job_experts(job: dict) -> dict:
            "disk_mib": rep.disk_bytes / 2**20, "wall_seconds_this_run": time.perf_counter() - t0,
            "peak_rss_mb": rss_mb()}
     if rep.curriculum:
-        from datadistill.difficulty import read_scores
+        from datadistill.methods.trajectory.difficulty import read_scores
 
         scores = read_scores(Path(job["experts"]) / "el2n.safetensors")
         row["el2n_seconds"] = scores.seconds
@@ -98,7 +98,7 @@ def job_distill(job: dict) -> dict:
     from datadistill.config import resolve_config
     from datadistill.data import load_dataset
     from datadistill.evaluate import evaluate
-    from datadistill.runner import peak_memory_mb, run_distillation
+    from datadistill.run import peak_memory_mb, run_distillation
 
     method, kind, method_args = VARIANTS[job["variant"]]
     base: dict = {}

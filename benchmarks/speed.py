@@ -61,10 +61,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datadistill.config import resolve_config
 from datadistill.data import DatasetSplits, ImageData, load_dataset
-from datadistill.data.zca import whiten
 from datadistill.evaluate import evaluate
-from datadistill.experts import ExpertSettings, stored_zca, train_experts
-from datadistill.methods import get_method, initial_synset
+from datadistill.methods.trajectory import ExpertSettings, train_experts
+from datadistill.methods import initial_synset
+from datadistill.run import prepare
 from datadistill.rng import make_generator, resolve_device
 
 WORK = Path(__file__).resolve().parent / "_work"
@@ -169,15 +169,7 @@ def mtt_experts(dataset: str, data: DatasetSplits, device: torch.device) -> str:
 
 
 def build(cfg, data: DatasetSplits, device: torch.device):
-    zca = None
-    if cfg.zca:
-        zca = stored_zca(cfg.experts, data.spec, cfg.model, cfg.model_args)
-        data = DatasetSplits(whiten(data.train, zca), data.val, data.test)
-    d = get_method(cfg.method)(cfg, data, device)
-    syn0 = initial_synset(data.train, cfg.ipc, cfg.init, make_generator(cfg.seed, "init"))
-    syn0.zca = zca
-    d.init(syn0)
-    return d
+    return prepare(cfg, data=data, device=device, progress=False).distiller
 
 
 def profile_top(step, device: torch.device, k: int = 3) -> dict:

@@ -11,8 +11,8 @@ import torch
 
 from datadistill.config import resolve_config
 from datadistill.evaluate import evaluate
-from datadistill.experts import ExpertSettings, train_experts
-from datadistill.runner import run_distillation
+from datadistill.methods.trajectory import ExpertSettings, train_experts
+from datadistill.run import run_distillation
 
 from toydata import toy_splits
 

@@ -6,7 +6,7 @@ from datadistill.config import resolve_config
 from datadistill.errors import ConfigError, DistillError
 from datadistill.methods import get_method
 from datadistill.methods.coreset import herding_select, k_center_select
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from datadistill.synset import SyntheticSet
 
 METHODS = ["random", "herding", "k-center"]

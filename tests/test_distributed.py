@@ -16,7 +16,7 @@ from datadistill import dist
 from datadistill.config import resolve_config
 from datadistill.methods import get_method
 from datadistill.methods.base import ImageDistiller
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from toydata import toy_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")

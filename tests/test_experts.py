@@ -7,15 +7,15 @@ import torch
 from datadistill.data import DatasetSpec, ImageData
 from datadistill.data.zca import fit_zca, unwhiten_images, whiten
 from datadistill.errors import ConfigError
-from datadistill.experts import (
+from datadistill.methods.trajectory import (
     ExpertSettings,
     expert_settings,
     load_experts,
     open_experts,
-    shard_name,
     stored_zca,
     train_experts,
 )
+from datadistill.methods.trajectory.experts import shard_name
 from datadistill.nets import flat_params, make_net
 from datadistill.rng import make_generator
 from datadistill.synset import SyntheticSet
@@ -112,7 +112,7 @@ def test_kill_after_one_expert_then_rerun_trains_only_the_rest(tmp_path, small, 
     full = tmp_path / "full"
     train(settings(num_experts=3), full, small)
 
-    import datadistill.experts as experts_mod
+    import datadistill.methods.trajectory.training as experts_mod
 
     real = experts_mod.train_model
     calls = []

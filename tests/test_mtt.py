@@ -10,12 +10,12 @@ from datadistill.augment import DSA
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError
 from datadistill.evaluate import evaluate
-from datadistill.experts import ExpertSettings, stored_zca, train_experts
+from datadistill.methods.trajectory import ExpertSettings, stored_zca, train_experts
 from datadistill.methods import get_method, initial_synset
 from datadistill.methods.trajectory import TrajectoryMatching, trajectory_loss, unroll
 from datadistill.nets import flat_params, functional_forward, make_net
 from datadistill.rng import make_generator
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from datadistill.synset import SyntheticSet
 
 from toydata import check_kill_and_resume, toy_splits

@@ -23,7 +23,7 @@ from datadistill.errors import ConfigError
 from datadistill.methods import initial_synset
 from datadistill.nets import make_net
 from datadistill.rng import make_generator
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from toydata import toy_splits
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from datadistill.config import resolve_config
 from datadistill.data import DatasetSplits, DatasetSpec, ImageData
-from datadistill.difficulty import (
+from datadistill.methods.trajectory.difficulty import (
     Curriculum,
     ScoreSettings,
     class_orders,
@@ -24,13 +24,13 @@ from datadistill.difficulty import (
     score_el2n,
 )
 from datadistill.errors import ConfigError
-from datadistill.experts import ExpertSettings, expert_settings, load_experts, open_experts, train_experts
+from datadistill.methods.trajectory import ExpertSettings, expert_settings, load_experts, open_experts, train_experts
 from datadistill.methods import get_method, initial_synset
-from datadistill.methods.pad import PAD, depth_keep_mask, kept_per_tensor, loss_keep_mask
+from datadistill.methods.trajectory.pad import PAD, depth_keep_mask, kept_per_tensor, loss_keep_mask
 from datadistill.methods.trajectory import trajectory_loss
 from datadistill.nets import flat_params, functional_forward, make_net, param_layout
 from datadistill.rng import make_generator
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from datadistill.synset import SyntheticSet
 from datadistill.train import classification_loss, train_model
 
@@ -225,7 +225,7 @@ def test_folder_refuses_other_curricula_and_reuses_its_scores(tmp_path, small, c
     with pytest.raises(ConfigError, match="EL2N scores: folder"):
         _experts(out, small, **{**CURRICULUM, "num_experts": 1, "scores": str(tmp_path / "other.safetensors")})
     # adding an expert reuses the folder's scores (no new scoring networks are trained)
-    import datadistill.experts as experts_mod
+    import datadistill.methods.trajectory.training as experts_mod
 
     def no_scoring(*a, **k):
         raise AssertionError("scores were recomputed")
@@ -441,7 +441,7 @@ def test_cli_difficulty_and_curriculum_experts(tmp_path, capsys, monkeypatch):
     import datadistill.data as data_mod
 
     monkeypatch.setattr(data_mod, "load_dataset", lambda *a, **k: splits)
-    import datadistill.experts as experts_mod
+    import datadistill.methods.trajectory.training as experts_mod
 
     monkeypatch.setattr(experts_mod, "load_dataset", lambda *a, **k: splits)
     net = ["--model-arg", "width=2", "--model-arg", "depth=1"]

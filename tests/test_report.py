@@ -12,7 +12,7 @@ from datadistill.cli import main
 from datadistill.config import resolve_config
 from datadistill.errors import FormatError
 from datadistill.report import build_report, load_run, write_report
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from datadistill.synset import SyntheticSet
 from toydata import toy_splits
 

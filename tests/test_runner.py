@@ -6,7 +6,7 @@ import torch
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError, DistillError
 from datadistill.methods.distribution import DistributionMatching
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 from datadistill.synset import SyntheticSet
 from toydata import check_kill_and_resume
 

@@ -43,7 +43,7 @@ def check_kill_and_resume(method_cls, make_cfg, data: DatasetSplits, tmp_path, m
 
     import pytest
 
-    from datadistill.runner import run_distillation
+    from datadistill.run import run_distillation
     from datadistill.synset import SyntheticSet
 
     full = run_distillation(make_cfg(), tmp_path / "a", data=data, progress=False).synset

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve_config
-from .runner import RunResult, run_distillation
+from .run import RunResult, run_distillation
 from .synset import SyntheticSet
 
 

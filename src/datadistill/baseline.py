@@ -27,7 +27,7 @@ import numpy as np
 
 from .data import DatasetSplits, load_dataset
 from .errors import ConfigError
-from .evaluate import DEFAULT_LR, count_flops, make_augment
+from .evaluate import DEFAULT_LR, flops_of_training, make_augment
 from .nets import make_net
 from .rng import make_generator, resolve_device
 from .train import accuracy, train_model
@@ -116,14 +116,7 @@ def full_data_baseline(
     augment = make_augment(aug, spec.name, dsa_strategy)
 
     probe = make_net(model, spec.channels, spec.num_classes, spec.im_size, **model_args).to(dev)
-    b = min(batch_size, x.shape[0])
-    train_per_image, test_per_image = count_flops(probe, x[:b], y[:b])
-    flops = {
-        "train_per_image": train_per_image,
-        "train_total": train_per_image * x.shape[0] * epochs,
-        "test_per_image": test_per_image,
-        "test_total": test_per_image * len(data.test),
-    }
+    flops = flops_of_training(probe, x, y, batch_size, epochs, len(data.test))
 
     test_accs, val_accs, secs = [], [], []
     for r in range(runs):

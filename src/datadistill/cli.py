@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------- commands
 def cmd_distill(a: argparse.Namespace) -> int:
     from .config import resolve_config
-    from .runner import default_out, run_distillation
+    from .run import default_out, run_distillation
 
     ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision, "compile": a.eval_compile,
           "channels_last": a.eval_channels_last}
@@ -231,7 +231,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_experts(a: argparse.Namespace) -> int:
     from . import dist
-    from .experts import expert_settings, train_experts
+    from .methods.trajectory import expert_settings, train_experts
 
     settings = expert_settings(
         a.dataset, a.preset, num_experts=a.num_experts, epochs=a.epochs, model=a.model,
@@ -249,8 +249,8 @@ def cmd_experts(a: argparse.Namespace) -> int:
 
 def cmd_difficulty(a: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .difficulty import ensure_scores
-    from .experts import expert_settings
+    from .methods.trajectory.difficulty import ensure_scores
+    from .methods.trajectory import expert_settings
     from .rng import resolve_device
 
     settings = expert_settings(a.dataset, a.preset, curriculum="el2n", score_nets=a.nets, score_epochs=a.epochs,

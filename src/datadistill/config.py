@@ -12,18 +12,10 @@ from typing import Any
 
 import yaml
 
+from .augment import DEFAULT_STRATEGY
 from .errors import ConfigError
 from .numerics import check_precision
 
-
-
-def _methods_with_presets() -> tuple[str, ...]:
-    """A method exists for the config when it has a presets file (one source of truth)."""
-    names = [p.name[: -len(".yaml")] for p in resources.files("datadistill.presets").iterdir() if p.name.endswith(".yaml")]
-    return tuple(sorted(n.replace("_", "-") for n in names))
-
-
-METHODS = _methods_with_presets()
 PRESETS = ("quick", "paper")
 INITS = ("real", "noise")
 
@@ -39,16 +31,13 @@ class EvalConfig:
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    aug: str = "dsa"  # dsa | none
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    aug: str = "dsa"  # dsa | dc | none
+    dsa_strategy: str = DEFAULT_STRATEGY
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
     compile: bool = False  # torch.compile each training step's forward and loss (train.py)
     channels_last: bool = False  # train in the channels-last memory layout, one run at a time (train.py)
-
-    def switches(self) -> dict:
-        """The training loop's switches as `evaluate` keyword arguments (precision, compile,
-        channels_last): what every evaluation of a run passes on."""
-        return {"precision": self.precision, "compile": self.compile, "channels_last": self.channels_last}
+    batched: bool | str = "auto"  # train a network's runs together: auto (on a GPU), true, false (evaluate.py)
+    gain: bool = False  # also evaluate a random real subset of the same size, and report the gain over it
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -72,12 +61,15 @@ class DistillConfig:
     image_size: int | None = None
     model: str = "convnet"
     model_args: dict[str, Any] = field(default_factory=dict)
-    experts: str | None = None  # folder of expert trajectories (trajectory matching: mtt)
+    # kind -> folder of the made-once prerequisites the method needs (artifacts.py): {"experts": DIR}
+    artifacts: dict[str, str] = field(default_factory=dict)
+    # kind -> the fingerprint of that artifact, recorded by the run setup (a resume must see the same)
+    artifact_fingerprints: dict[str, str] = field(default_factory=dict)
     zca: bool = False  # ZCA-whiten the training images before distilling (data/zca.py)
     lr_img: float = 1.0
     momentum_img: float = 0.5
     batch_real: int = 256
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # "none" switches DSA off
+    dsa_strategy: str = DEFAULT_STRATEGY  # "none" switches DSA off
     checkpoint_every: int = 50
     val_every: int = 0  # 0: validate only at the end
     val_epochs: int = 300
@@ -86,18 +78,38 @@ class DistillConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sources: list[str] = field(default_factory=list)  # where the preset values come from
 
+    @property
+    def experts(self) -> str | None:
+        """The experts folder (``artifacts["experts"]``; the name configs had before artifacts)."""
+        return self.artifacts.get("experts")
+
+    def validation_protocol(self) -> EvalConfig:
+        """How the run checks its set on the validation split: the evaluation protocol with one
+        run of `val_epochs` epochs (of the distillation network, `model` / `model_args`)."""
+        return dataclasses.replace(self.eval, models=[self.model], runs=1, epochs=self.val_epochs, gain=False)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistillConfig":
         d = dict(d)
+        _artifacts_from_old_keys(d)
         ev = d.pop("eval", {}) or {}
         _check_keys(cls, d, "config")
         _check_keys(EvalConfig, ev, "eval")
         cfg = cls(**d, eval=EvalConfig(**ev))
         validate(cfg)
         return cfg
+
+
+def _artifacts_from_old_keys(d: dict) -> None:
+    """A top-level ``experts: DIR`` (config.yaml before artifacts, and the ``experts=`` keyword)
+    becomes ``artifacts: {experts: DIR}``."""
+    if "experts" in d:
+        folder = d.pop("experts")
+        if folder is not None:
+            d["artifacts"] = {**(d.get("artifacts") or {}), "experts": folder}
 
 
 def _check_keys(klass, d: dict, where: str) -> None:
@@ -109,8 +121,7 @@ def _check_keys(klass, d: dict, where: str) -> None:
 
 def validate(cfg: DistillConfig) -> None:
     """Check values that can be checked without the data. Raises ConfigError."""
-    if cfg.method not in METHODS:
-        raise ConfigError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    check_method(cfg.method)
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
     if cfg.init not in INITS:
@@ -129,8 +140,11 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
     if not isinstance(cfg.zca, bool):
         raise ConfigError(f"zca must be true or false, got {cfg.zca!r}")
-    if cfg.experts is not None and not isinstance(cfg.experts, str):
-        raise ConfigError(f"experts must be a folder path given as a string, got {cfg.experts!r}")
+    if not isinstance(cfg.artifacts, dict):
+        raise ConfigError(f"artifacts must map a kind to a folder, e.g. {{experts: DIR}}, got {cfg.artifacts!r}")
+    for kind, folder in cfg.artifacts.items():
+        if not isinstance(folder, str) or not folder:
+            raise ConfigError(f"{kind} must be a folder path given as a string, got {folder!r}")
     if cfg.eval.runs < 0:
         raise ConfigError(f"eval runs must be >= 0, got {cfg.eval.runs}")
     if cfg.eval.aug not in ("dsa", "dc", "none"):
@@ -144,17 +158,36 @@ def validate(cfg: DistillConfig) -> None:
             raise ConfigError(f"eval {switch} must be true or false, got {getattr(cfg.eval, switch)!r}")
 
 
+def check_method(method: str) -> None:
+    """ConfigError unless `method` is registered (methods/registry.py is the one list of methods)."""
+    from .methods import available_methods
+
+    if method not in available_methods():
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(available_methods())}")
+
+
+def preset_file(method: str) -> str:
+    return method.replace("-", "_") + ".yaml"
+
+
+def preset_files() -> list[str]:
+    """The preset files shipped in datadistill/presets, as method names."""
+    return sorted(p.name[: -len(".yaml")].replace("_", "-")
+                  for p in resources.files("datadistill.presets").iterdir() if p.name.endswith(".yaml"))
+
+
 def load_preset_rules(method: str) -> dict:
-    """The parsed ``presets/<method>.yaml``."""
-    name = method.replace("-", "_") + ".yaml"
+    """The parsed ``presets/<method>.yaml``; {} for a method without a preset file (it runs on the
+    dataclass defaults)."""
     try:
-        text = resources.files("datadistill.presets").joinpath(name).read_text()
-    except FileNotFoundError as e:
-        raise ConfigError(f"no presets for method {method!r} (missing presets/{name})") from e
+        text = resources.files("datadistill.presets").joinpath(preset_file(method)).read_text()
+    except FileNotFoundError:
+        return {}
     return yaml.safe_load(text)
 
 
-def _matches(match: dict | None, dataset: str, ipc: int) -> bool:
+def rule_matches(match: dict | None, dataset: str, ipc: int) -> bool:
+    """Whether a preset rule's ``match`` (dataset name(s), IPC(s); absent: always) fits."""
     if not match:
         return True
     if "dataset" in match:
@@ -171,10 +204,11 @@ def _matches(match: dict | None, dataset: str, ipc: int) -> bool:
     return True
 
 
-def _merge(dst: dict, src: dict) -> None:
+def merge_values(dst: dict, src: dict) -> None:
+    """Merge `src` into `dst` in place, nested mappings key by key (``model_args`` as a whole)."""
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict) and k != "model_args":
-            _merge(dst[k], v)
+            merge_values(dst[k], v)
         elif isinstance(v, dict) and isinstance(dst.get(k), dict):
             dst[k] = {**dst[k], **v}
         else:
@@ -185,14 +219,23 @@ def preset_values(method: str, preset: str, dataset: str, ipc: int) -> tuple[dic
     """The values a preset sets for this dataset and IPC, and the sources of the rules used."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    rules = load_preset_rules(method).get("presets", {}).get(preset)
+    presets = load_preset_rules(method).get("presets")
+    if presets is None:  # no preset file: the dataclass defaults
+        return {}, []
+    rules = presets.get(preset)
     if rules is None:
         raise ConfigError(f"method {method!r} has no {preset!r} preset")
+    return apply_rules(rules, dataset, ipc)
+
+
+def apply_rules(rules: list[dict], dataset: str, ipc: int) -> tuple[dict, list[str]]:
+    """The values of the rules that match `dataset` and `ipc`, merged in order (a later rule wins),
+    and the sources of those rules. A rule: ``{match: {...}, set: {...}, source: "..."}``."""
     values: dict = {}
     sources: list[str] = []
     for rule in rules:
-        if _matches(rule.get("match"), dataset, ipc):
-            _merge(values, rule.get("set", {}))
+        if rule_matches(rule.get("match"), dataset, ipc):
+            merge_values(values, rule.get("set", {}))
             if rule.get("source"):
                 sources.append(str(rule["source"]))
     return values, sources
@@ -207,15 +250,15 @@ def resolve_config(
 ) -> DistillConfig:
     """Defaults < preset < overrides. `overrides` may include `eval={...}` and `method_args={...}`;
     None values are ignored (so CLI flags that were not given do not override the preset)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     values, sources = preset_values(method, preset, dataset, ipc)
     d = DistillConfig().to_dict()
-    _merge(d, values)
+    merge_values(d, values)
     user = {k: v for k, v in overrides.items() if v is not None}
+    _artifacts_from_old_keys(user)
     if "eval" in user:
         user["eval"] = {k: v for k, v in user["eval"].items() if v is not None}
-    _merge(d, user)
+    merge_values(d, user)
     d.update(method=method, dataset=dataset, ipc=ipc, preset=preset, sources=sources)
     return DistillConfig.from_dict(d)
 

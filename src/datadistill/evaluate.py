@@ -14,15 +14,18 @@ floating-point rounding.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import dist
-from .augment import DSA, strategy_for
+from .augment import DEFAULT_STRATEGY, DSA, strategy_for
+from .config import EvalConfig
 from .data import ImageData, load_dataset
+from .data.zca import whiten
 from .errors import ConfigError
 from .nets import make_net
 from .numerics import check_precision
@@ -61,7 +64,7 @@ class EvalResult:
         )
 
 
-def make_augment(aug: str, dataset: str, strategy: str = "color_crop_cutout_flip_scale_rotate") -> Augment | None:
+def make_augment(aug: str, dataset: str, strategy: str = DEFAULT_STRATEGY) -> Augment | None:
     """The training-time augmentation of the evaluation protocol, as a callable (x, generator) -> x."""
     if aug == "none":
         return None
@@ -87,36 +90,44 @@ def count_flops(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     return float(train), float(fc.get_total_flops() / n)
 
 
+def flops_of_training(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int,
+                      test_images: int) -> dict[str, float]:
+    """FLOPs of training `net` for `epochs` epochs on (x, y) and testing it on `test_images`
+    images: per image (counted on one batch) and in total."""
+    b = min(batch_size, x.shape[0])
+    tr, te = count_flops(net, x[:b], y[:b])
+    return {"train_per_image": tr, "train_total": tr * x.shape[0] * epochs, "test_per_image": te,
+            "test_total": te * test_images}
+
+
 def evaluate(
     syn: SyntheticSet | ImageData,
-    model: str = "convnet",
-    runs: int = 5,
-    epochs: int | None = None,
-    lr: float | None = None,
-    aug: str = "dsa",
+    protocol: EvalConfig | str | None = None,
     *,
+    model: str | None = None,
     test: ImageData | None = None,
     split: str = "test",
+    train: ImageData | None = None,
     data_root: str | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
     model_args: dict | None = None,
     progress: bool = True,
-    gain: bool = False,
-    train: ImageData | None = None,
-    batched: bool | str = "auto",
-    precision: str = "fp32",
-    compile: bool = False,
-    channels_last: bool = False,
+    **settings: Any,
 ) -> EvalResult:
-    """Train `runs` fresh `model`s on `syn` and test each once on `test` (default: the real test
-    split of the set's dataset; `split="val"` for the validation split, which is what anything that
-    selects must use). `epochs` None: 1000 with DSA, 300 without (the papers' protocol). `lr` None:
-    the set's learned lr if it carries one, else 0.01.
+    """Train `protocol.runs` fresh networks `model` on `syn` and test each once on `test`
+    (default: the real test split of the set's dataset; `split="val"` for the validation split,
+    which is what anything that selects must use).
+
+    `protocol`: the evaluation protocol, an `EvalConfig` (a run's ``cfg.eval``); `settings`
+    override its fields by name (``runs=5, epochs=300, lr=0.01, aug="none", ...``), which is also
+    the keyword form of the Python API: without a protocol they apply to the defaults below.
+    A string in place of the protocol is taken as `model` (``evaluate(syn, "lenet")``).
+    `model` None: the protocol's first network.
+
+    Defaults without a protocol: 5 runs; `epochs` None: 1000 with DSA, 300 without (the papers'
+    protocol); `lr` None: the set's learned lr if it carries one, else 0.01; batch 256, momentum
+    0.9, weight decay 5e-4, DSA augmentation.
 
     `gain=True` (DD-Ranking style) also evaluates, under the identical protocol (model, runs,
     seeds, epochs, lr, augmentation, test split), a random subset of the real training split `train`
@@ -137,6 +148,30 @@ def evaluate(
     in the channels-last memory layout, one at a time (train.py; `extra["channels_last"]`; off by
     default). Under torchrun (`dist.active()`) each process trains its share of the runs and every
     process returns the full result, runs in order; `extra["processes"]` is the number of processes."""
+    if isinstance(protocol, str):
+        model, protocol = protocol if model is None else model, None
+    p = protocol_with(protocol, settings)
+    model = model if model is not None else p.models[0]
+    return _evaluate(syn, p, model, test=test, split=split, train=train, data_root=data_root, device=device,
+                     seed=seed, model_args=model_args, progress=progress)
+
+
+def protocol_with(protocol: EvalConfig | None, settings: dict) -> EvalConfig:
+    """`protocol` (default: the keyword API's defaults, 5 runs) with `settings` fields replaced;
+    ConfigError naming an unknown one."""
+    base = protocol if protocol is not None else EvalConfig(runs=5)
+    known = {f.name for f in fields(EvalConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"unknown evaluation setting(s) {unknown}; valid: {sorted(known)}")
+    return replace(base, **settings) if settings else base
+
+
+def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test: ImageData | None, split: str,
+              train: ImageData | None, data_root: str | None, device: str | torch.device, seed: int,
+              model_args: dict | None, progress: bool) -> EvalResult:
+    runs, epochs, lr, aug, batched, gain = p.runs, p.epochs, p.lr, p.aug, p.batched, p.gain
+    precision, compile, channels_last = p.precision, p.compile, p.channels_last
     if runs < 1:
         raise ConfigError(f"runs must be >= 1, got {runs}")
     if batched not in ("auto", True, False):
@@ -162,22 +197,15 @@ def evaluate(
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
     images, labels = images.to(dev), labels.to(dev)
     test_x, test_y = test.images.to(dev), test.labels.to(dev)
-    augment = make_augment(aug, spec.name, dsa_strategy)
+    augment = make_augment(aug, spec.name, p.dsa_strategy)
     mine = dist.shard(list(range(runs)))  # all runs without a process group
     gens = [make_generator(seed, "evaluate", model, r) for r in mine]
     nets = [make_net(model, spec.channels, spec.num_classes, spec.im_size, generator=g, **(model_args or {})).to(dev)
             for g in gens]
-    b = min(batch_size, images.shape[0])
     probe = make_net(model, spec.channels, spec.num_classes, spec.im_size, **(model_args or {})).to(dev)
-    tr, te = count_flops(probe, images[:b], labels[:b])
-    flops = {
-        "train_per_image": tr,
-        "train_total": tr * images.shape[0] * epochs,
-        "test_per_image": te,
-        "test_total": te * test_x.shape[0],
-    }
+    flops = flops_of_training(probe, images, labels, p.batch_size, epochs, test_x.shape[0])
     together, why_not = _batching_choice(batched, nets if nets else [probe], runs, dev, channels_last)
-    train_kw = dict(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+    train_kw = dict(epochs=epochs, lr=lr, batch_size=p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
                     aug=augment, progress=progress, precision=precision, compile=compile)
     if together:
         results = train_models(nets, images, labels, generators=gens, desc=f"eval {model} x{len(nets)} runs", **train_kw)
@@ -203,12 +231,9 @@ def evaluate(
     result.extra["compile"] = compile
     result.extra["channels_last"] = channels_last
     if gain:
-        rand = evaluate(
-            random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
-            test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
-            weight_decay=weight_decay, dsa_strategy=dsa_strategy, model_args=model_args, progress=progress,
-            batched=batched, precision=precision, compile=compile, channels_last=channels_last,
-        )
+        rand = _evaluate(random_real_subset(syn, train), replace(p, epochs=epochs, lr=lr, gain=False), model,
+                         test=real_test, split=split, train=None, data_root=data_root, device=dev, seed=seed,
+                         model_args=model_args, progress=progress)
         result.extra.update(
             random_mean=rand.mean, random_std=rand.std, random_accuracies=rand.accuracies,
             gain=result.mean - rand.mean,
@@ -276,7 +301,6 @@ def random_real_subset(syn: SyntheticSet | ImageData, train: ImageData, seed: in
 
 
 def apply_zca(data: ImageData, zca: dict[str, torch.Tensor]) -> ImageData:
-    """Whiten real images with a set's stored ZCA so they live in the same space as the set."""
-    x = data.images.reshape(len(data), -1)
-    x = (x - zca["mean"].to(x)) @ zca["transform"].to(x).T
-    return ImageData(x.reshape(data.images.shape), data.labels, data.spec)
+    """Whiten real images with a set's stored ZCA so they live in the same space as the set
+    (`data.zca.whiten`; kept under this name for the Python API)."""
+    return whiten(data, zca)

@@ -41,7 +41,7 @@ from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..methods import available_methods, get_method
 from ..rng import resolve_device
-from ..runner import run_distillation
+from ..run import run_distillation
 from ..synset import SyntheticSet
 
 

@@ -96,8 +96,8 @@ class AttentionMatching(ImageDistiller):
     Options = DataDAMOptions
     supports_bf16 = True  # the loss is forward passes of a frozen network, as DM's
 
-    def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device):
-        super().__init__(cfg, data, device)
+    def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device, artifacts: dict | None = None):
+        super().__init__(cfg, data, device, artifacts)
         o = self.opts
         if isinstance(o.power, bool) or not isinstance(o.power, (int, float)) or not o.power > 0:
             raise ConfigError(f"datadam option power must be a number > 0, got {o.power!r}")

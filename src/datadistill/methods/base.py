@@ -1,8 +1,11 @@
 """The Distiller interface every method implements, and the shared pieces of image-learning methods.
 
-The runner owns the loop: it builds a Distiller, calls `init(syn)` once with the starting set,
-then `step(it)` per outer iteration, and `state_dict()` / `load_state_dict()` to checkpoint and
-resume. A method owns only its loss and its update.
+The run (`run/setup.py`, `run/loop.py`) owns the loop: it builds a Distiller, calls `init(syn)`
+once with the starting set, then `step(it)` per outer iteration, and `state_dict()` /
+`load_state_dict()` to checkpoint and resume. A method owns only its loss and its update, and
+declares what it needs besides the data: `requires` names the artifacts (`artifacts.py`; e.g.
+MTT's expert trajectories), which the setup opens, checks and passes in; `data_zca` is the hook
+for the method's own view of the data (the ZCA whitening it distils under).
 
 Randomness of the image-learning methods (DM, DC, DSA, DataDAM) is keyed so that it does not
 depend on how the classes are split over processes (see `dist` and docs/distributed.md):
@@ -28,6 +31,7 @@ from .. import dist
 from ..augment import DSA, strategy_for
 from ..config import DistillConfig
 from ..data import DatasetSplits, ImageData
+from ..data.zca import fit_zca
 from ..errors import ConfigError, DistillError
 from ..nets import make_net
 from ..numerics import autocast, check_precision
@@ -81,8 +85,23 @@ class Distiller(ABC):
     # cfg.precision "bf16" allowed: the loss is plain forward passes (autocast around `loss`, the
     # backward outside it); methods that differentiate through gradients inside their loss do not
     supports_bf16: ClassVar[bool] = False
+    # the artifact kinds the method needs (artifacts.py), resolved by the run setup from cfg.artifacts
+    requires: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device):
+    @classmethod
+    def make_hint(cls, kind: str, cfg: DistillConfig) -> str:
+        """The command that makes the artifact `kind` this method needs (for error messages)."""
+        from ..artifacts import get_artifact
+
+        return get_artifact(kind).make_hint(cfg)
+
+    @classmethod
+    def data_zca(cls, cfg: DistillConfig, data: DatasetSplits, artifacts: dict) -> dict[str, torch.Tensor] | None:
+        """The ZCA whitening to distil under (None: none): fitted on the training split when
+        `cfg.zca`. A method whose artifacts fix it (MTT: the experts' own) overrides this."""
+        return fit_zca(data.train) if cfg.zca else None
+
+    def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device, artifacts: dict | None = None):
         check_precision(cfg.precision, device)
         if cfg.precision != "fp32" and not self.supports_bf16:
             from .registry import available_methods, get_method
@@ -97,6 +116,11 @@ class Distiller(ABC):
         self.spec = data.spec
         self.device = device
         self.opts = parse_options(self.Options, dict(cfg.method_args))
+        if artifacts is None:  # built directly (not by run.setup.prepare): resolve them here
+            from ..artifacts import resolve_artifacts
+
+            artifacts = resolve_artifacts(type(self), cfg, data.spec)
+        self.artifacts = artifacts
         self.train = data.train.to(device)
         self.gen = make_generator(cfg.seed, "distill", cfg.method)
         strategy = strategy_for(self.spec.name, cfg.dsa_strategy) if cfg.dsa_strategy not in ("", "none") else "none"

@@ -123,8 +123,8 @@ class CoresetDistiller(Distiller):
 
     learns_images = False
 
-    def __init__(self, cfg, data, device):
-        super().__init__(cfg, data, device)
+    def __init__(self, cfg, data, device, artifacts=None):
+        super().__init__(cfg, data, device, artifacts)
         self.meta: dict[str, Any] = {}
         self.selected: list[int] = []
 
@@ -177,8 +177,8 @@ class EmbeddingSelection(CoresetDistiller):
 
     Options = EmbeddingOptions
 
-    def __init__(self, cfg, data, device):
-        super().__init__(cfg, data, device)
+    def __init__(self, cfg, data, device, artifacts=None):
+        super().__init__(cfg, data, device, artifacts)
         o = self.opts
         if o.embedding not in EMBEDDINGS:
             raise ConfigError(f"unknown embedding {o.embedding!r}; choose 'trained' or 'random'")

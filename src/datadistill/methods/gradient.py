@@ -214,8 +214,8 @@ class GradientMatching(ImageDistiller):
     Options = GMOptions
     uses_dsa = False
 
-    def __init__(self, cfg, data, device):
-        super().__init__(cfg, data, device)
+    def __init__(self, cfg, data, device, artifacts=None):
+        super().__init__(cfg, data, device, artifacts)
         o = self.opts
         if o.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {o.distance!r}; choose one of {', '.join(DISTANCES)}")

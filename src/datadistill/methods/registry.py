@@ -1,12 +1,15 @@
-"""Method name -> Distiller class."""
-from __future__ import annotations
+"""Method name -> Distiller class: the one list of methods.
 
-import importlib
+Registering is an import: a module that defines a method decorates its Distiller class with
+``@register_method("name")``, and `datadistill.methods` imports the built-in method modules, so
+that every name is known once the package is imported. A method of your own registers the same
+way from your module (import it before resolving a config); it needs no preset file (without one
+it runs on its dataclass defaults)."""
+from __future__ import annotations
 
 from ..errors import ConfigError
 
 _METHODS: dict[str, type] = {}
-_BUILTIN_MODULES = ("distribution", "attention", "coreset", "gradient", "trajectory", "pad")
 
 
 def register_method(name: str):
@@ -18,18 +21,11 @@ def register_method(name: str):
     return deco
 
 
-def _load_builtin() -> None:
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{mod}")
-
-
 def get_method(name: str) -> type:
-    _load_builtin()
     if name not in _METHODS:
         raise ConfigError(f"method {name!r} is not available; available: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
 
 
 def available_methods() -> list[str]:
-    _load_builtin()
     return sorted(_METHODS)

@@ -38,15 +38,14 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..augment import DSA, DSAParams
-from ..errors import ConfigError, DistillError
-from ..experts import load_experts
-from ..nets import functional_forward, make_net
-from ..rng import make_generator
-from ..synset import SyntheticSet
-from ..train import classification_loss
-from .base import ImageDistiller, check_finite
-from .registry import register_method
+from ...augment import DSA, DSAParams
+from ...errors import ConfigError, DistillError
+from ...nets import functional_forward, make_net
+from ...rng import make_generator
+from ...synset import SyntheticSet
+from ...train import classification_loss
+from ..base import ImageDistiller, check_finite
+from ..registry import register_method
 
 UNROLL_MODES = ("plain", "checkpoint")
 
@@ -202,17 +201,18 @@ class UnrollPlan:
 @register_method("mtt")
 class TrajectoryMatching(ImageDistiller):
     Options = MTTOptions
+    requires = ("experts",)
 
-    def __init__(self, cfg, data, device):
-        super().__init__(cfg, data, device)
+    @classmethod
+    def data_zca(cls, cfg, data, artifacts):
+        """With ZCA, the experts' own whitening (a run that matches them must see their data)."""
+        return artifacts["experts"].zca if cfg.zca else None
+
+    def __init__(self, cfg, data, device, artifacts=None):
+        super().__init__(cfg, data, device, artifacts)
         o = self.opts
         o.validate()
-        if not cfg.experts:
-            raise ConfigError(
-                "mtt matches expert trajectories: train them first with `datadistill experts --dataset "
-                f"{cfg.dataset} --out EXPERTS_DIR{' --zca' if cfg.zca else ''}` and pass --experts EXPERTS_DIR"
-            )
-        self.experts = load_experts(cfg.experts, self.spec, cfg.model, cfg.model_args, cfg.zca)
+        self.experts = self.artifacts["experts"]
         last_start = o.max_start_epoch - 1
         if last_start + o.expert_epochs > self.experts.epochs:
             raise ConfigError(

@@ -1,0 +1,348 @@
+"""The expert store of trajectory matching (MTT, PAD, DATM): what an expert folder holds, its
+identity and fingerprint, and the `Experts` artifact that reads it.
+
+An *expert* is a network trained on the real training split; its *trajectory* is its flat
+parameter vector (`nets.flat_params`) at the start and after every epoch. MTT (Cazenavette et
+al., CVPR 2022) starts a student from an expert's parameters at epoch t and asks the synthetic
+set to bring it, in a few steps, to where the expert was at epoch t + M. `training.py` makes
+the folders (`datadistill experts`); this module describes and opens them.
+
+A folder of experts::
+
+    manifest.json            what they are (dataset, network, augmentation, ZCA, normalization,
+                             epochs, lr, batch, seed), and per finished expert: file, test
+                             accuracy, seconds, bytes
+    zca.safetensors          the ZCA whitening the experts were trained under (only with ZCA)
+    el2n.safetensors         PAD's difficulty scores (only with a curriculum)
+    expert_0000.safetensors  tensor ``trajectory`` (epochs + 1, P) float32, plus metadata
+    expert_0001.safetensors  ...
+
+The manifest is the record of which experts are finished. `Experts` is an artifact
+(`datadistill.artifacts`): a run that needs experts names the folder (`--experts DIR`), and
+`Experts.check` says what differs from the run and the command that makes matching ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ...artifacts import Artifact, register_artifact
+from ...augment import DEFAULT_STRATEGY, strategy_for
+from ...config import PRESETS, apply_rules, load_preset_rules, merge_values
+from ...data import DatasetSpec
+from ...data.zca import DEFAULT_EPS
+from ...errors import ConfigError, FormatError
+from ...fileio import atomic_path
+from ...nets import make_net, param_layout, variants_of
+from .difficulty import CURRICULA, Curriculum, ScoreSettings
+
+
+FORMAT = "datadistill.experts"
+FORMAT_VERSION = "1"
+SHARD_FORMAT = "datadistill.expert"
+MANIFEST = "manifest.json"
+ZCA_FILE = "zca.safetensors"
+SCORES_FILE = "el2n.safetensors"
+
+
+
+@dataclass
+class ExpertSettings:
+    """How the experts are trained. Defaults: the authors' buffer.py (see presets/mtt.yaml); the
+    curriculum fields: PAD's buffer_CL.py (see presets/pad.yaml)."""
+
+    dataset: str
+    num_experts: int = 100
+    epochs: int = 50
+    model: str = "convnet"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    zca: bool = False
+    zca_eps: float = DEFAULT_EPS
+    lr_teacher: float = 0.01
+    batch_size: int = 256
+    dsa_strategy: str = DEFAULT_STRATEGY  # "none": no augmentation
+    seed: int = 0
+    # PAD's data scheduler ("none": every epoch on the whole training split, as MTT)
+    curriculum: str = "none"  # none | el2n
+    # its settings, defaults from Curriculum (one place for the authors' values)
+    init_ratio: float = Curriculum.init_ratio
+    add_end_epoch: int = Curriculum.add_end_epoch
+    rm_epoch_first: int = Curriculum.rm_epoch_first
+    rm_easy_ratio_first: float = Curriculum.rm_easy_ratio_first
+    rm_epoch_second: int = Curriculum.rm_epoch_second
+    rm_easy_ratio_second: float = Curriculum.rm_easy_ratio_second
+    scores: str | None = None  # EL2N scores file to use (computed there if absent); None: the folder's
+    score_nets: int = 10  # EL2N: networks averaged
+    score_epochs: int = 20  # EL2N: epochs each network trains before scoring
+    sources: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        for name in ("num_experts", "epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"experts: {name} must be a positive integer, got {v!r}")
+        if not self.lr_teacher > 0:
+            raise ConfigError(f"experts: lr_teacher must be > 0, got {self.lr_teacher}")
+        if not isinstance(self.zca, bool):
+            raise ConfigError(f"experts: zca must be true or false, got {self.zca!r}")
+        if not self.zca_eps > 0:
+            raise ConfigError(f"experts: zca_eps must be > 0, got {self.zca_eps}")
+        if self.curriculum not in CURRICULA:
+            raise ConfigError(f"experts: curriculum must be one of {', '.join(CURRICULA)}, got {self.curriculum!r}")
+        if self.curriculum != "none":
+            self.curriculum_settings().validate()
+            self.score_settings().validate()
+
+    def curriculum_settings(self) -> Curriculum:
+        return Curriculum(self.init_ratio, self.add_end_epoch, self.rm_epoch_first, self.rm_easy_ratio_first,
+                          self.rm_epoch_second, self.rm_easy_ratio_second)
+
+    def score_settings(self) -> ScoreSettings:
+        """EL2N scoring with the experts' network, batch size and seed."""
+        return ScoreSettings(num_nets=self.score_nets, epochs=self.score_epochs, model=self.model,
+                             model_args=dict(self.model_args), batch_size=self.batch_size, seed=self.seed)
+
+
+def expert_settings(dataset: str, preset: str = "quick", **overrides: Any) -> ExpertSettings:
+    """ExpertSettings for `dataset`: defaults < the `experts` rules of presets/mtt.yaml (then, with
+    ``curriculum="el2n"``, those of presets/pad.yaml) < overrides (None values are ignored, so
+    unset CLI flags keep the preset)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    rules = list((load_preset_rules("mtt").get("experts") or {}).get(preset) or [])
+    if overrides.get("curriculum") not in (None, "none"):
+        rules += (load_preset_rules("pad").get("experts") or {}).get(preset) or []
+    values, sources = apply_rules(rules, dataset, 0)
+    merge_values(values, {k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(ExpertSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown experts option(s) {unknown}; valid: {sorted(known - {'sources'})}")
+    settings = ExpertSettings(**{**values, "dataset": dataset, "sources": sources})
+    settings.validate()
+    return settings
+
+
+def resolved_model_args(model: str, model_args: dict | None) -> dict:
+    """The network's full variant set: its defaults overridden by `model_args` (so that {} and
+    {"width": 128} compare equal for a ConvNet)."""
+    return {**variants_of(model), **(model_args or {})}
+
+
+def identity_of(settings: ExpertSettings, spec: DatasetSpec, train_images: int) -> dict:
+    """Everything a trajectory depends on (what must match to resume a folder)."""
+    strategy = strategy_for(spec.name, settings.dsa_strategy) if settings.dsa_strategy not in ("", "none") else "none"
+    return {
+        "dataset": spec.to_dict(),
+        "train_images": int(train_images),
+        "model": settings.model.lower(),
+        "model_args": resolved_model_args(settings.model, settings.model_args),
+        "augmentation": {"kind": "dsa" if strategy != "none" else "none", "strategy": strategy,
+                         "mode": "single", "per_sample": True},
+        "zca": {"enabled": settings.zca, "eps": settings.zca_eps if settings.zca else None,
+                "fitted_on": "training split, [0, 1] pixels (normalization folded in)" if settings.zca else None},
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std)},
+        "epochs": settings.epochs,
+        "lr_teacher": settings.lr_teacher,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "lr_decay": None,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        # only with a curriculum, so folders of plain (MTT) experts keep their identity and fingerprint
+        **({"curriculum": {"kind": settings.curriculum, **asdict(settings.curriculum_settings())}}
+           if settings.curriculum != "none" else {}),
+    }
+
+
+def fingerprint_of(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def shard_name(i: int) -> str:
+    return f"expert_{i:04d}.safetensors"
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The experts folder's manifest (None when there is none); see `Artifact.read_manifest`."""
+    return Experts.read_manifest(directory)
+
+
+def save_zca(path: Path, zca: dict[str, torch.Tensor], fingerprint: str) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in zca.items()}, str(tmp),
+                  metadata={"format": "datadistill.zca", "experts": fingerprint})
+
+
+def load_zca(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            zca = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FormatError(f"{path}: unreadable ZCA file ({e}); delete the experts folder and train again") from e
+    if set(zca) != {"mean", "transform", "inverse"}:
+        raise FormatError(f"{path}: a ZCA file holds mean, transform and inverse; found {sorted(zca)}")
+    return zca
+
+
+def jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))
+
+
+@register_artifact
+class Experts(Artifact):
+    """A folder of finished experts (an artifact: `datadistill experts` makes it, `--experts DIR`
+    names it). Trajectories stay on disk: `params(i, epoch)` reads one row."""
+
+    kind: ClassVar[str] = "experts"
+    description: ClassVar[str] = "expert trajectories"
+    format_version: ClassVar[str] = FORMAT_VERSION
+
+    def __init__(self, directory: Path, manifest: dict, files: list[Path]):
+        super().__init__(directory, manifest)
+        self.files = files
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> "Experts":
+        return open_experts(directory)
+
+    @classmethod
+    def make_hint(cls, cfg) -> str:
+        return f"datadistill experts --dataset {cfg.dataset} --out EXPERTS_DIR{' --zca' if cfg.zca else ''}"
+
+    def check(self, cfg, spec: DatasetSpec) -> None:
+        check_experts(self, spec, cfg.model, cfg.model_args, cfg.zca)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.files)
+
+    @property
+    def epochs(self) -> int:
+        return int(self.manifest["epochs"])
+
+    @property
+    def num_params(self) -> int:
+        return int(self.manifest["num_params"])
+
+    @property
+    def zca(self) -> dict[str, torch.Tensor] | None:
+        if not self.manifest["zca"]["enabled"]:
+            return None
+        return load_zca(self.directory / ZCA_FILE)
+
+    def params(self, i: int, epoch: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Expert i's flat parameter vector after `epoch` epochs (0: its initialization)."""
+        if not 0 <= epoch <= self.epochs:
+            raise IndexError(f"epoch {epoch} is outside the experts' 0..{self.epochs}")
+        with safe_open(str(self.files[i]), framework="pt", device="cpu") as f:
+            row = f.get_slice("trajectory")[epoch : epoch + 1]
+        return row.reshape(-1).to(device)
+
+    def trajectory(self, i: int) -> torch.Tensor:
+        """Expert i's whole trajectory, (epochs + 1, P)."""
+        with safe_open(str(self.files[i]), framework="pt", device="cpu") as f:
+            return f.get_tensor("trajectory")
+
+
+def open_experts(directory: str | os.PathLike) -> Experts:
+    """The finished experts of a folder, with each shard's header checked (no data read)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise FormatError(
+            f"{directory}: no experts there (no {MANIFEST}); create them with "
+            f"`datadistill experts --dataset DATASET --out {directory}`"
+        )
+    entries = sorted(manifest.get("experts", []), key=lambda e: e["index"])
+    if not entries:
+        raise FormatError(f"{directory}: the folder holds no finished expert yet; run `datadistill experts` to completion")
+    want = (int(manifest["epochs"]) + 1, int(manifest["num_params"]))
+    files = []
+    for e in entries:
+        path = directory / e["file"]
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                shape = tuple(f.get_slice("trajectory").get_shape())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise FormatError(f"{path}: unreadable expert shard ({err}); delete it and run `datadistill experts` again") from err
+        if meta.get("format") != SHARD_FORMAT or meta.get("experts") != manifest["fingerprint"]:
+            raise FormatError(f"{path}: this shard does not belong to the experts of {directory / MANIFEST}")
+        if shape != want:
+            raise FormatError(f"{path}: trajectory has shape {shape}, the manifest says {want}")
+        files.append(path)
+    return Experts(directory, manifest, files)
+
+
+def load_experts(
+    directory: str | os.PathLike,
+    dataset_spec: DatasetSpec,
+    model: str,
+    model_args: dict | None = None,
+    zca: bool = False,
+) -> Experts:
+    """The experts of `directory`, after checking that they were trained on `dataset_spec` (name,
+    shape, classes, normalization) with the network `model(**model_args)` and the same ZCA choice.
+    Raises ConfigError naming every difference."""
+    ex = open_experts(directory)
+    check_experts(ex, dataset_spec, model, model_args, zca)
+    return ex
+
+
+def check_experts(ex: Experts, dataset_spec: DatasetSpec, model: str, model_args: dict | None, zca: bool) -> None:
+    """ConfigError naming every difference between the experts `ex` and a run on `dataset_spec`
+    with the network `model(**model_args)` and ZCA `zca`, with the command that makes matching ones."""
+    directory = ex.directory
+    m = ex.manifest
+    theirs = DatasetSpec.from_dict(m["dataset"])
+    diffs = []
+    if theirs.name != dataset_spec.name:
+        diffs.append(f"dataset: experts {theirs.name!r}, this run {dataset_spec.name!r}")
+    pairs = {
+        "channels": (theirs.channels, dataset_spec.channels),
+        "image size": (tuple(theirs.im_size), tuple(dataset_spec.im_size)),
+        "classes": (theirs.num_classes, dataset_spec.num_classes),
+        "normalization mean": (tuple(theirs.mean), tuple(float(v) for v in dataset_spec.mean)),
+        "normalization std": (tuple(theirs.std), tuple(float(v) for v in dataset_spec.std)),
+    }
+    diffs += [f"dataset {k}: experts {a}, this run {b}" for k, (a, b) in pairs.items() if a != b]
+    if str(m["model"]).lower() != str(model).lower():
+        diffs.append(f"model: experts {m['model']!r}, this run {model!r}")
+    else:
+        mine = json.loads(json.dumps(resolved_model_args(model, model_args), default=str))
+        for k in sorted(set(mine) | set(m["model_args"])):
+            if mine.get(k) != m["model_args"].get(k):
+                diffs.append(f"model {k}: experts {m['model_args'].get(k)!r}, this run {mine.get(k)!r}")
+    if bool(m["zca"]["enabled"]) != bool(zca):
+        diffs.append(f"ZCA: experts {'on' if m['zca']['enabled'] else 'off'}, this run {'on' if zca else 'off'}")
+    if diffs:
+        hint = (f"datadistill experts --dataset {dataset_spec.name} --model {model}"
+                + "".join(f" --model-arg {k}={v}" for k, v in (model_args or {}).items())
+                + (" --zca" if zca else " --no-zca") + " --out NEW_DIR")
+        raise ConfigError(f"the experts in {directory} do not match this run: {'; '.join(diffs)}. "
+                          f"Train matching experts with `{hint}`")
+    net = make_net(model, dataset_spec.channels, dataset_spec.num_classes, dataset_spec.im_size, **(model_args or {}))
+    layout = [[s.name, list(s.shape)] for s in param_layout(net)]
+    if layout != m["param_layout"]:
+        raise ConfigError(f"the experts in {directory} have another parameter layout than {model} here "
+                          "(a different datadistill version?); train them again")
+
+
+def stored_zca(
+    directory: str | os.PathLike, dataset_spec: DatasetSpec, model: str, model_args: dict | None = None
+) -> dict[str, torch.Tensor]:
+    """The ZCA whitening the experts of `directory` were trained under: a run that matches them
+    must whiten its data with exactly this one. The experts are checked as by `load_experts` with
+    ZCA on (a ConfigError names what differs, e.g. experts trained without ZCA)."""
+    zca = load_experts(directory, dataset_spec, model, model_args, zca=True).zca
+    assert zca is not None
+    return zca
