@@ -15,6 +15,7 @@ import yaml
 from .augment import DEFAULT_STRATEGY
 from .errors import ConfigError
 from .numerics import check_precision
+from .typed import build
 
 PRESETS = ("quick", "paper")
 INITS = ("real", "noise")
@@ -96,9 +97,10 @@ class DistillConfig:
         d = dict(d)
         _artifacts_from_old_keys(d)
         ev = d.pop("eval", {}) or {}
-        _check_keys(cls, d, "config")
-        _check_keys(EvalConfig, ev, "eval")
-        cfg = cls(**d, eval=EvalConfig(**ev))
+        if not isinstance(ev, dict):
+            raise ConfigError(f"eval must be a mapping of evaluation settings, got {ev!r}")
+        d["eval"] = build(EvalConfig, ev, "eval option", "eval ")
+        cfg = build(cls, d, "config option")
         validate(cfg)
         return cfg
 
@@ -110,13 +112,6 @@ def _artifacts_from_old_keys(d: dict) -> None:
         folder = d.pop("experts")
         if folder is not None:
             d["artifacts"] = {**(d.get("artifacts") or {}), "experts": folder}
-
-
-def _check_keys(klass, d: dict, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(klass)} - {"eval"}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"unknown {where} option(s) {unknown}; valid: {sorted(known)}")
 
 
 def validate(cfg: DistillConfig) -> None:

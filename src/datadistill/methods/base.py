@@ -33,6 +33,7 @@ from ..config import DistillConfig
 from ..data import DatasetSplits, ImageData
 from ..data.zca import fit_zca
 from ..errors import ConfigError, DistillError
+from ..typed import build
 from ..nets import make_net
 from ..numerics import autocast, check_precision
 from ..rng import derive_seed, make_generator
@@ -45,12 +46,9 @@ class NoOptions:
 
 
 def parse_options(klass: type, values: dict[str, Any]) -> Any:
-    """Build a method's options dataclass from `method_args`, refusing unknown keys."""
-    known = {f.name for f in dataclasses.fields(klass)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown method option(s) {unknown}; this method takes {sorted(known) or 'none'}")
-    return klass(**values)
+    """Build a method's options dataclass from `method_args`: unknown keys refused, every value
+    converted to its field's type (``"1e-5"`` to 1e-05 for a float) or refused (typed.py)."""
+    return build(klass, values, "method option", "method option ")
 
 
 def initial_synset(train: ImageData, ipc: int, init: str, generator: torch.Generator) -> SyntheticSet:
