@@ -42,6 +42,7 @@ class Artifact(ABC):
 
     kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    command: ClassVar[str] = ""  # the command that makes one, e.g. "datadistill experts"
     format_version: ClassVar[str] = "1"
 
     def __init__(self, directory: Path, manifest: dict):

@@ -22,81 +22,110 @@ def _kv(text: str) -> tuple[str, object]:
     return k.strip(), yaml.safe_load(v)
 
 
+def _typed(tp, flag: str):
+    """An argparse type that converts as typed.coerce does (1e2 is an integer, 1e-5 a float)."""
+    from .typed import coerce
+
+    def convert(text: str):
+        try:
+            return coerce(text, tp, "the value")
+        except DatadistillError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(tp, "__name__", "value")
+    return convert
+
+
+def add_field_flags(p: argparse.ArgumentParser, klass: type, prefix: str = "", skip: tuple[str, ...] = (),
+                    required: tuple[str, ...] = ()) -> None:
+    """One flag per field of the config dataclass `klass` that carries help (config.option):
+    ``--<prefix><field-name>`` unless the field names its flag; booleans as --x / --no-x, dicts as
+    repeatable KEY=VALUE, lists comma-separated. Every default is None (not given: the preset's or
+    the dataclass's value); values are checked against the field's type when the config is built."""
+    from dataclasses import fields
+
+    from .typed import field_types
+
+    types_ = field_types(klass)
+    for f in fields(klass):
+        meta = f.metadata
+        if "help" not in meta or f.name in skip:
+            continue
+        flag = meta.get("name") or "--" + (prefix + f.name).replace("_", "-")
+        kw: dict = dict(dest=prefix.replace("-", "_") + f.name, default=None, help=meta["help"])
+        tp = types_[f.name]
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif getattr(tp, "__origin__", None) is dict or tp is dict:
+            kw.update(type=_kv, action="append", metavar=meta.get("metavar", "KEY=VALUE"))
+        else:
+            if tp in (int, float, int | None, float | None):
+                kw["type"] = _typed(tp, flag)
+            if "choices" in meta:
+                kw["choices"] = list(meta["choices"])
+            if "metavar" in meta:
+                kw["metavar"] = meta["metavar"]
+        if f.name in required:
+            kw["required"] = True
+        p.add_argument(flag, **kw)
+
+
+def given_fields(a: argparse.Namespace, klass: type, prefix: str = "") -> dict:
+    """The fields of `klass` given on the command line (see add_field_flags), as config values."""
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(klass):
+        v = getattr(a, prefix.replace("-", "_") + f.name, None)
+        if v is not None and "help" in f.metadata:
+            out[f.name] = dict(v) if isinstance(v, list) and v and isinstance(v[0], tuple) else v
+    return out
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--data-root", default=None, help="folder with <dataset>/ files (default: $DATADISTILL_DATA or ~/.cache/datadistill)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="datadistill", description="Dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
+    ap = _Parser(prog="datadistill", description="Dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
     from ._version import __version__
 
     ap.add_argument("--version", action="version", version=f"datadistill {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("distill", help="distill a dataset into a synthetic set (resumes an existing --out folder)")
-    p.add_argument("--method", default="dm", help="dm (default); see README for the others")
-    p.add_argument("--dataset", default="mnist-5k", help="mnist-5k (default, offline), mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
-    p.add_argument("--ipc", type=int, default=10, help="images per class (default 10)")
-    p.add_argument("--preset", default="quick", choices=["quick", "paper"], help="quick (minutes on a CPU, default) or paper (the paper's protocol)")
-    p.add_argument("--init", choices=["real", "noise"], default=None, help="start from random real images or Gaussian noise")
-    p.add_argument("--iterations", type=int, default=None, help="outer iterations (overrides the preset)")
-    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
-    p.add_argument("--model", default=None, help="network used for distillation (default convnet)")
-    p.add_argument("--lr-img", type=float, default=None, help="learning rate of the synthetic images")
-    p.add_argument("--batch-real", type=int, default=None, help="real images per class per iteration")
-    p.add_argument("--image-size", type=int, default=None, help="resize folder: datasets to this size")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
-    p.add_argument("--val-every", type=int, default=None, help="iterations between validation-accuracy checks (0: only at the end)")
-    p.add_argument("--eval-runs", type=int, default=None, help="evaluation runs at the end (0 skips evaluation)")
-    p.add_argument("--eval-epochs", type=int, default=None, help="epochs per evaluation run")
-    p.add_argument("--eval-models", default=None, help="comma-separated networks to evaluate on (default convnet)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                   help="fp32 (default) or bf16: autocast of the loss's forward passes (dm and datadam only)")
-    p.add_argument("--eval-precision", choices=["fp32", "bf16"], default=None,
-                   help="fp32 (default) or bf16: autocast of the evaluation's forward passes")
-    p.add_argument("--eval-compile", action="store_true", default=None,
-                   help="torch.compile the evaluation's training steps (off by default: changes rounding and "
-                        "compiles first; pays for long trainings, docs/speed.md)")
-    p.add_argument("--eval-channels-last", action="store_true", default=None,
-                   help="train the evaluation's networks in the channels-last memory layout, one at a time "
-                        "(off by default; slower on the CPUs measured, docs/speed.md)")
-    p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
-    p.add_argument("--experts", default=None, metavar="DIR", help="expert trajectories for --method mtt or pad (made by `datadistill experts`)")
-    p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
-                   help="ZCA-whiten the training images before distilling (default: the preset's)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<method>-ipc<ipc>)")
-    _common(p)
+    from .artifacts import available_artifacts
+    from .config import DistillConfig, EvalConfig
+    from .methods import available_methods
+    from .methods.trajectory import ExpertSettings
 
-    p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (mtt); resumes an existing --out folder")
-    p.add_argument("--dataset", required=True, help="mnist-5k, mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
+    p = sub.add_parser("distill", help="distill a dataset into a synthetic set (resumes an existing --out folder)",
+                       description="Distill a dataset into a synthetic set. Every option not given comes from the "
+                                   "preset; the resolved values are written to config.yaml in the run folder.")
+    add_field_flags(p, DistillConfig)
+    for act in p._actions:  # the registry is the list of methods (config checks the name)
+        if act.dest == "method":
+            act.help = f"distillation method: {', '.join(available_methods())} (default dm; README, docs/methods/)"
+    add_field_flags(p, EvalConfig, prefix="eval-")
+    for kind, art in available_artifacts().items():
+        p.add_argument(f"--{kind}", default=None, metavar="DIR", dest=kind,
+                       help=f"{art.description} for the methods that need them (made by `{art.command}`)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<method>-ipc<ipc>)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (mtt, pad); resumes an "
+                                       "existing --out folder")
+    add_field_flags(p, ExpertSettings, required=("dataset",))
     p.add_argument("--preset", default="quick", choices=["quick", "paper"],
                    help="quick (a few short experts, default) or paper (100 experts of 50 epochs)")
-    p.add_argument("--experts", type=int, default=None, dest="num_experts", metavar="N", help="number of experts (overrides the preset)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per expert (overrides the preset)")
-    p.add_argument("--model", default=None, help="network (default convnet)")
-    p.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="a network variant, e.g. width=64 (repeatable)")
-    p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
-                   help="train on ZCA-whitened images (default: the preset's; CIFAR on)")
-    p.add_argument("--lr-teacher", type=float, default=None, help="experts' SGD learning rate (default 0.01)")
-    p.add_argument("--batch-size", type=int, default=None, help="experts' batch size (default 256)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default 0); expert i depends only on it and i")
-    p.add_argument("--curriculum", choices=["none", "el2n"], default=None,
-                   help="el2n: PAD's data scheduler (easy samples first by EL2N, harder ones added, easiest removed "
-                        "later; presets/pad.yaml); none (default): all samples every epoch, as MTT")
-    p.add_argument("--init-ratio", type=float, default=None, help="curriculum: share of each class (easiest) at epoch 0 (default 0.75)")
-    p.add_argument("--add-end-epoch", type=int, default=None, help="curriculum: epoch by which all samples are in (default 20)")
-    p.add_argument("--rm-epoch-first", type=int, default=None, help="curriculum: after this epoch the easiest --rm-ratio-first go (default 40)")
-    p.add_argument("--rm-ratio-first", type=float, default=None, dest="rm_easy_ratio_first", help="curriculum: default 0.1")
-    p.add_argument("--rm-epoch-second", type=int, default=None, help="curriculum: after this epoch the easiest --rm-ratio-second go (default 60)")
-    p.add_argument("--rm-ratio-second", type=float, default=None, dest="rm_easy_ratio_second", help="curriculum: default 0.2")
-    p.add_argument("--scores", default=None, metavar="FILE",
-                   help="curriculum: EL2N scores file (from `datadistill difficulty`; computed and written there if absent; "
-                        "default: computed into the experts folder)")
-    p.add_argument("--score-nets", type=int, default=None, help="curriculum: EL2N networks averaged (default: the preset's)")
-    p.add_argument("--score-epochs", type=int, default=None, help="curriculum: epochs before EL2N scoring (default: the preset's)")
     p.add_argument("--out", required=True, help="experts folder")
     _common(p)
 
@@ -203,23 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------- commands
 def cmd_distill(a: argparse.Namespace) -> int:
-    from .config import resolve_config
+    from . import dist
+    from .artifacts import available_artifacts
+    from .config import DistillConfig, EvalConfig, resolve_config
     from .run import default_out, run_distillation
 
-    ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision, "compile": a.eval_compile,
-          "channels_last": a.eval_channels_last}
-    if a.eval_models:
-        ev["models"] = [m.strip() for m in a.eval_models.split(",") if m.strip()]
-    cfg = resolve_config(
-        a.method, a.dataset, a.ipc, a.preset, init=a.init, iterations=a.iterations, seed=a.seed,
-        model=a.model, lr_img=a.lr_img, batch_real=a.batch_real, image_size=a.image_size,
-        checkpoint_every=a.checkpoint_every, val_every=a.val_every, device=a.device, data_root=a.data_root,
-        method_args=dict(a.opt) or None, eval=ev, experts=a.experts, zca=a.zca, precision=a.precision,
-    )
+    given = given_fields(a, DistillConfig)
+    given["eval"] = given_fields(a, EvalConfig, prefix="eval-")
+    given["artifacts"] = {k: getattr(a, k) for k in available_artifacts() if getattr(a, k)}
+    cfg = resolve_config(**given)
     out = Path(a.out) if a.out else default_out(cfg)
     res = run_distillation(cfg, out, progress=not a.no_progress)  # joins torchrun's process group, if any
-    from . import dist
-
     if not dist.is_main():  # the other processes of a torchrun launch hold the same set
         return 0
     print(f"synthetic set: {out / 'synset.safetensors'} ({len(res.synset)} images); "
@@ -231,16 +254,10 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def cmd_experts(a: argparse.Namespace) -> int:
     from . import dist
-    from .methods.trajectory import expert_settings, train_experts
+    from .methods.trajectory import ExpertSettings, expert_settings, train_experts
 
-    settings = expert_settings(
-        a.dataset, a.preset, num_experts=a.num_experts, epochs=a.epochs, model=a.model,
-        model_args=dict(a.model_arg) or None, zca=a.zca, lr_teacher=a.lr_teacher, batch_size=a.batch_size, seed=a.seed,
-        curriculum=a.curriculum, init_ratio=a.init_ratio, add_end_epoch=a.add_end_epoch,
-        rm_epoch_first=a.rm_epoch_first, rm_easy_ratio_first=a.rm_easy_ratio_first, rm_epoch_second=a.rm_epoch_second,
-        rm_easy_ratio_second=a.rm_easy_ratio_second, scores=a.scores, score_nets=a.score_nets,
-        score_epochs=a.score_epochs,
-    )
+    given = given_fields(a, ExpertSettings)
+    settings = expert_settings(given.pop("dataset"), a.preset, **given)
     report = train_experts(settings, a.out, data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress)
     if dist.is_main():  # under torchrun every process returns the report; one prints it
         print(report.summary())
@@ -281,6 +298,7 @@ def _data_root(a: argparse.Namespace, syn) -> str | None:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from . import dist
+    from .config import EvalConfig
     from .data import load_dataset
     from .evaluate import evaluate
     from .fileio import write_json
@@ -296,13 +314,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ConfigError("--models is empty; give at least one network, e.g. --models convnet")
     splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
     test = splits.val if a.split == "val" else splits.test
+    protocol = EvalConfig(models=models, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, gain=a.gain,
+                          batched="auto" if a.batched is None else a.batched, precision=a.precision,
+                          compile=a.compile, channels_last=a.channels_last)
     results = []
     for m in models:
-        r = evaluate(syn, model=m, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, test=test, split=a.split,
-                     device=device, seed=a.seed, progress=not a.no_progress,
-                     gain=a.gain, train=splits.train if a.gain else None,
-                     batched="auto" if a.batched is None else a.batched, precision=a.precision,
-                     compile=a.compile, channels_last=a.channels_last)
+        r = evaluate(syn, protocol, model=m, test=test, split=a.split, train=splits.train if a.gain else None,
+                     device=device, seed=a.seed, progress=not a.no_progress)
         results.append(r)
         if main_process:
             print(r.summary(), file=sys.stderr)
@@ -314,7 +332,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             print(f"{r.model}: random real subset {r.extra['random_mean']:.2f} +- {r.extra['random_std']:.2f} %, "
                   f"gain {r.extra['gain']:+.2f} points")
     target = Path(a.run)
-    dest = (target if target.is_dir() else target.parent) / ("evaluate.json" if target.is_dir() else f"{target.stem}.evaluate.json")
+    from .run.folder import EVALUATE
+
+    dest = target / EVALUATE if target.is_dir() else target.parent / f"{target.stem}.{EVALUATE}"
     write_json(dest, [r.to_dict() for r in results])
     print(f"saved {dest}")
     return 0
@@ -340,8 +360,9 @@ def cmd_baseline(a: argparse.Namespace) -> int:
         data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress,
     )
     print(res.table())
-    name = a.dataset.replace("folder:", "folder-").replace("/", "_").strip("_.")
-    dest = Path(a.out) if a.out else Path("runs") / f"baseline-{name}-{a.model}.json"
+    from .run import run_name
+
+    dest = Path(a.out) if a.out else Path("runs") / f"baseline-{run_name(a.dataset)}-{a.model}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_json(dest, res.to_dict())
     print(f"saved {dest}")
@@ -350,14 +371,15 @@ def cmd_baseline(a: argparse.Namespace) -> int:
 
 def cmd_show(a: argparse.Namespace) -> int:
     from .report import save_comparison
+    from .run.folder import GRID_INIT, SHOW
 
     target = Path(a.run)
     syn = _load_set(a.run)
     if a.out:
         dest = Path(a.out)
     else:
-        dest = target / "show.png" if target.is_dir() else target.with_suffix(".png")
-    init = target / "grid_init.png" if target.is_dir() and (target / "grid_init.png").exists() else None
+        dest = target / SHOW if target.is_dir() else target.with_suffix(".png")
+    init = target / GRID_INIT if target.is_dir() and (target / GRID_INIT).exists() else None
     save_comparison(syn, dest, init_grid=init)
     print(dest)
     return 0
@@ -430,8 +452,9 @@ def cmd_continual(a: argparse.Namespace) -> int:
         dest = Path(a.out)
     else:
         mem = a.memory if is_method else Path(a.memory).name.replace(".safetensors", "")
-        name = res.dataset.replace("folder:", "folder-").replace("/", "_").strip("_.")
-        dest = Path("runs") / f"continual-{name}-{mem}-{res.steps}steps-ipc{res.ipc}.json"
+        from .run import run_name
+
+        dest = Path("runs") / f"continual-{run_name(res.dataset)}-{mem}-{res.steps}steps-ipc{res.ipc}.json"
     write_json(dest, res.to_dict())
     print(f"saved {dest}")
     return 0

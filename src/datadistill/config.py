@@ -21,24 +21,41 @@ PRESETS = ("quick", "paper")
 INITS = ("real", "noise")
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING, **flag: Any):
+    """A config field with its command-line help (and, in `flag`, ``name=`` for a flag other
+    than ``--field-name``, ``choices=``, ``metavar=``): the CLI generates its flags from these."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **flag})
+
+
 @dataclass
 class EvalConfig:
     """The evaluation protocol: train a fresh network `runs` times on the set, test each once."""
 
-    models: list[str] = field(default_factory=lambda: ["convnet"])
-    runs: int = 1
-    epochs: int | None = None  # None: 1000 with DSA, 300 without (as the DC/DSA/DM papers)
-    lr: float | None = None  # None: the set's learned lr if it has one, else 0.01
-    batch_size: int = 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    aug: str = "dsa"  # dsa | dc | none
-    dsa_strategy: str = DEFAULT_STRATEGY
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
-    compile: bool = False  # torch.compile each training step's forward and loss (train.py)
-    channels_last: bool = False  # train in the channels-last memory layout, one run at a time (train.py)
-    batched: bool | str = "auto"  # train a network's runs together: auto (on a GPU), true, false (evaluate.py)
-    gain: bool = False  # also evaluate a random real subset of the same size, and report the gain over it
+    models: list[str] = option(factory=lambda: ["convnet"], metavar="A,B",
+                               help="comma-separated networks to evaluate on (default convnet)")
+    runs: int = option(1, help="evaluation runs per network (0 skips the evaluation)")
+    epochs: int | None = option(None, help="epochs per run (default 1000 with DSA, 300 without, as the DC/DSA/DM papers)")
+    lr: float | None = option(None, help="learning rate (default: the set's learned lr if it has one, else 0.01)")
+    batch_size: int = option(256, help="minibatch size (default 256)")
+    momentum: float = option(0.9, help="SGD momentum (default 0.9)")
+    weight_decay: float = option(5e-4, help="SGD weight decay (default 5e-4)")
+    aug: str = option("dsa", choices=("dsa", "dc", "none"),
+                      help="training augmentation: dsa (default), dc (the DC paper's, MNIST family only) or none")
+    dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS", help="DSA transforms joined by _ (default: all six)")
+    precision: str = option("fp32", choices=("fp32", "bf16"),
+                            help="fp32 (default) or bf16: autocast of the evaluation's forward passes (numerics.py)")
+    compile: bool = option(False, help="torch.compile the training steps (off by default: changes rounding and "
+                                       "compiles first; pays for long trainings, docs/speed.md)")
+    channels_last: bool = option(False, help="train the networks in the channels-last memory layout, one at a time "
+                                             "(off by default; slower on the CPUs measured, docs/speed.md)")
+    batched: bool | str = option("auto", choices=("auto", "true", "false"),
+                                 help="train a network's runs together: auto (default: on a GPU), true, false")
+    gain: bool = option(False, help="also evaluate a random real subset of the same size and class balance, and "
+                                    "report the gain over it")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batched, str) and self.batched.lower() in ("true", "false"):  # the command line's
+            self.batched = self.batched.lower() == "true"
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -50,32 +67,41 @@ class EvalConfig:
 class DistillConfig:
     """Everything a distillation run depends on. Written to the run folder as config.yaml."""
 
-    method: str = "dm"
-    dataset: str = "mnist-5k"
-    ipc: int = 10
-    preset: str = "quick"
-    init: str = "real"
-    iterations: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    data_root: str | None = None
-    image_size: int | None = None
-    model: str = "convnet"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    # kind -> folder of the made-once prerequisites the method needs (artifacts.py): {"experts": DIR}
+    method: str = option("dm", help="distillation method (default dm)")
+    dataset: str = option("mnist-5k", help="mnist-5k (default, offline), mnist, fashion_mnist, cifar10, cifar100, "
+                                           "svhn, folder:PATH")
+    ipc: int = option(10, help="images per class (default 10)")
+    preset: str = option("quick", choices=PRESETS,
+                         help="quick (minutes on a CPU, default) or paper (the paper's protocol)")
+    init: str = option("real", choices=INITS, help="start from random real images or Gaussian noise")
+    iterations: int = option(1000, help="outer iterations (overrides the preset)")
+    seed: int = option(0, help="run seed (default 0)")
+    device: str = option("auto", help="auto (default), cpu, cuda or cuda:N")
+    data_root: str | None = option(None, metavar="DIR", help="folder with <dataset>/ files (default: "
+                                                            "$DATADISTILL_DATA or ~/.cache/datadistill)")
+    image_size: int | None = option(None, help="resize folder: datasets to this size")
+    model: str = option("convnet", help="network used for distillation (default convnet)")
+    model_args: dict[str, Any] = option(factory=dict, name="--model-arg", metavar="KEY=VALUE",
+                                        help="a variant of the distillation network, e.g. width=64 (repeatable)")
+    # kind -> folder of the made-once prerequisites the method needs (artifacts.py): {"experts": DIR};
+    # one flag per registered kind (--experts DIR)
     artifacts: dict[str, str] = field(default_factory=dict)
     # kind -> the fingerprint of that artifact, recorded by the run setup (a resume must see the same)
     artifact_fingerprints: dict[str, str] = field(default_factory=dict)
-    zca: bool = False  # ZCA-whiten the training images before distilling (data/zca.py)
-    lr_img: float = 1.0
-    momentum_img: float = 0.5
-    batch_real: int = 256
-    dsa_strategy: str = DEFAULT_STRATEGY  # "none" switches DSA off
-    checkpoint_every: int = 50
-    val_every: int = 0  # 0: validate only at the end
-    val_epochs: int = 300
-    method_args: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"  # fp32 | bf16: autocast of the loss's forward passes (DM, DataDAM; numerics.py)
+    zca: bool = option(False, help="ZCA-whiten the training images before distilling (default: the preset's)")
+    lr_img: float = option(1.0, help="learning rate of the synthetic images")
+    momentum_img: float = option(0.5, help="momentum of the synthetic images' SGD")
+    batch_real: int = option(256, help="real images per class per iteration")
+    dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS",
+                               help="DSA transforms while distilling, joined by _ (none: no DSA)")
+    checkpoint_every: int = option(50, help="iterations between checkpoints")
+    val_every: int = option(0, help="iterations between validation-accuracy checks (0: only at the end)")
+    val_epochs: int = option(300, help="epochs of the validation network")
+    method_args: dict[str, Any] = option(factory=dict, name="--opt", metavar="KEY=VALUE",
+                                         help="a method-specific option, checked against the method's options "
+                                              "(repeatable; docs/methods/)")
+    precision: str = option("fp32", choices=("fp32", "bf16"),
+                            help="fp32 (default) or bf16: autocast of the loss's forward passes (dm and datadam only)")
     eval: EvalConfig = field(default_factory=EvalConfig)
     sources: list[str] = field(default_factory=list)  # where the preset values come from
 

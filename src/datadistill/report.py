@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .run.folder import CONFIG, EVAL, EVAL_TABLE, EVALUATE, GRID_FINAL, GRID_INIT, METRICS, SYNSET
 from ._version import __version__  # noqa: E402
 from .errors import FormatError  # noqa: E402
 from .fileio import atomic_path  # noqa: E402
@@ -124,17 +125,17 @@ def load_run(path: str | Path, label: str | None = None) -> RunInfo:
     path = Path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a run folder (expected a folder written by `datadistill distill`)")
-    if not (path / "config.yaml").exists() and not (path / "synset.safetensors").exists():
+    if not (path / CONFIG).exists() and not (path / SYNSET).exists():
         raise FormatError(f"{path}: not a run folder (neither config.yaml nor synset.safetensors is in it)")
     info = RunInfo(path=path, label=label or path.name)
     notes = info.notes
-    if (path / "config.yaml").exists():
+    if (path / CONFIG).exists():
         try:
-            cfg = yaml.safe_load((path / "config.yaml").read_text())
+            cfg = yaml.safe_load((path / CONFIG).read_text())
             info.config = cfg if isinstance(cfg, dict) else {}
         except yaml.YAMLError as e:
             notes.append(f"config.yaml is not valid YAML ({e})")
-    syn_path = path / "synset.safetensors"
+    syn_path = path / SYNSET
     if syn_path.exists():
         info.stored_bytes = syn_path.stat().st_size
         try:
@@ -148,8 +149,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunInfo:
             notes.append(str(e))
     else:
         notes.append("synset.safetensors is missing")
-    if (path / "metrics.jsonl").exists():
-        for line in (path / "metrics.jsonl").read_text().splitlines():
+    if (path / METRICS).exists():
+        for line in (path / METRICS).read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
@@ -157,8 +158,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunInfo:
             if isinstance(rec, dict):
                 info.metrics.append(rec)
     # eval_table.json: every network evaluated at the end of `distill` (its first row is eval.json)
-    first = "eval_table.json" if (path / "eval_table.json").exists() else "eval.json"
-    for name in (first, "evaluate.json"):
+    first = EVAL_TABLE if (path / EVAL_TABLE).exists() else EVAL
+    for name in (first, EVALUATE):
         if (path / name).exists():
             doc = _read_json(path / name, notes)
             rows = doc if isinstance(doc, list) else [doc] if isinstance(doc, dict) else []
@@ -168,8 +169,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunInfo:
     if (path / "nas.json").exists():
         doc = _read_json(path / "nas.json", notes)
         info.nas = doc if isinstance(doc, dict) else None
-    info.grid_init = _read_png(path / "grid_init.png", notes)
-    info.grid_final = _read_png(path / "grid_final.png", notes)
+    info.grid_init = _read_png(path / GRID_INIT, notes)
+    info.grid_final = _read_png(path / GRID_FINAL, notes)
     return info
 
 

@@ -29,6 +29,8 @@ FORMAT = "datadistill.synset"
 FORMAT_VERSION = "1"
 
 
+RUN_FOLDER_FILE = "synset.safetensors"  # the set's name in a run folder (run/folder.py)
+
 @dataclass
 class SyntheticSet:
     images: torch.Tensor
@@ -102,7 +104,7 @@ class SyntheticSet:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SyntheticSet":
         path = Path(path)
         if path.is_dir():
-            path = path / "synset.safetensors"
+            path = path / RUN_FOLDER_FILE
         if not path.exists():
             raise FormatError(f"{path}: no such file (expected a run folder or a .safetensors synthetic set)")
         try:

@@ -26,10 +26,10 @@ import torch
 from ..config import DistillConfig, load_yaml, save_yaml
 from ..errors import ConfigError, FormatError
 from ..fileio import atomic_path, write_json, write_text
-from ..synset import SyntheticSet
+from ..synset import RUN_FOLDER_FILE, SyntheticSet
 
 CONFIG = "config.yaml"
-SYNSET = "synset.safetensors"
+SYNSET = RUN_FOLDER_FILE
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 GRID_INIT = "grid_init.png"

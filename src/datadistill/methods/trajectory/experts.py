@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from ...artifacts import Artifact, register_artifact
 from ...augment import DEFAULT_STRATEGY, strategy_for
-from ...config import PRESETS, apply_rules, load_preset_rules, merge_values
+from ...config import PRESETS, apply_rules, load_preset_rules, merge_values, option
 from ...data import DatasetSpec
 from ...data.zca import DEFAULT_EPS
 from ...errors import ConfigError, FormatError
@@ -59,29 +59,38 @@ class ExpertSettings:
     """How the experts are trained. Defaults: the authors' buffer.py (see presets/mtt.yaml); the
     curriculum fields: PAD's buffer_CL.py (see presets/pad.yaml)."""
 
-    dataset: str
-    num_experts: int = 100
-    epochs: int = 50
-    model: str = "convnet"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    zca: bool = False
-    zca_eps: float = DEFAULT_EPS
-    lr_teacher: float = 0.01
-    batch_size: int = 256
-    dsa_strategy: str = DEFAULT_STRATEGY  # "none": no augmentation
-    seed: int = 0
-    # PAD's data scheduler ("none": every epoch on the whole training split, as MTT)
-    curriculum: str = "none"  # none | el2n
-    # its settings, defaults from Curriculum (one place for the authors' values)
-    init_ratio: float = Curriculum.init_ratio
-    add_end_epoch: int = Curriculum.add_end_epoch
-    rm_epoch_first: int = Curriculum.rm_epoch_first
-    rm_easy_ratio_first: float = Curriculum.rm_easy_ratio_first
-    rm_epoch_second: int = Curriculum.rm_epoch_second
-    rm_easy_ratio_second: float = Curriculum.rm_easy_ratio_second
-    scores: str | None = None  # EL2N scores file to use (computed there if absent); None: the folder's
-    score_nets: int = 10  # EL2N: networks averaged
-    score_epochs: int = 20  # EL2N: epochs each network trains before scoring
+    dataset: str = option(help="mnist-5k, mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
+    num_experts: int = option(100, name="--experts", metavar="N", help="number of experts (overrides the preset)")
+    epochs: int = option(50, help="epochs per expert (overrides the preset)")
+    model: str = option("convnet", help="network (default convnet)")
+    model_args: dict[str, Any] = option(factory=dict, name="--model-arg", metavar="KEY=VALUE",
+                                        help="a network variant, e.g. width=64 (repeatable)")
+    zca: bool = option(False, help="train on ZCA-whitened images (default: the preset's; CIFAR on)")
+    zca_eps: float = option(DEFAULT_EPS, help="ZCA regularization (default 0.1)")
+    lr_teacher: float = option(0.01, help="experts' SGD learning rate (default 0.01)")
+    batch_size: int = option(256, help="experts' batch size (default 256)")
+    dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS", help="DSA transforms joined by _ (none: no augmentation)")
+    seed: int = option(0, help="seed (default 0); expert i depends only on it and i")
+    # PAD's data scheduler ("none": every epoch on the whole training split, as MTT); its settings'
+    # defaults from Curriculum (one place for the authors' values)
+    curriculum: str = option("none", choices=CURRICULA,
+                             help="el2n: PAD's data scheduler (easy samples first by EL2N, harder ones added, easiest "
+                                  "removed later; presets/pad.yaml); none (default): all samples every epoch, as MTT")
+    init_ratio: float = option(Curriculum.init_ratio, help="curriculum: share of each class (easiest) at epoch 0")
+    add_end_epoch: int = option(Curriculum.add_end_epoch, help="curriculum: epoch by which all samples are in")
+    rm_epoch_first: int = option(Curriculum.rm_epoch_first,
+                                 help="curriculum: after this epoch the easiest --rm-ratio-first go")
+    rm_easy_ratio_first: float = option(Curriculum.rm_easy_ratio_first, name="--rm-ratio-first",
+                                        help="curriculum: share removed first")
+    rm_epoch_second: int = option(Curriculum.rm_epoch_second,
+                                  help="curriculum: after this epoch the easiest --rm-ratio-second go")
+    rm_easy_ratio_second: float = option(Curriculum.rm_easy_ratio_second, name="--rm-ratio-second",
+                                         help="curriculum: share removed second")
+    scores: str | None = option(None, metavar="FILE",
+                                help="curriculum: EL2N scores file (from `datadistill difficulty`; computed and written "
+                                     "there if absent; default: computed into the experts folder)")
+    score_nets: int = option(10, help="curriculum: EL2N networks averaged (default: the preset's)")
+    score_epochs: int = option(20, help="curriculum: epochs before EL2N scoring (default: the preset's)")
     sources: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
@@ -204,6 +213,7 @@ class Experts(Artifact):
 
     kind: ClassVar[str] = "experts"
     description: ClassVar[str] = "expert trajectories"
+    command: ClassVar[str] = "datadistill experts"
     format_version: ClassVar[str] = FORMAT_VERSION
 
     def __init__(self, directory: Path, manifest: dict, files: list[Path]):
