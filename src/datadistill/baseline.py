@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .data import DatasetSplits, load_dataset
+from .augment import DEFAULT_STRATEGY
 from .errors import ConfigError
 from .evaluate import DEFAULT_LR, flops_of_training, make_augment
 from .nets import make_net
@@ -92,7 +93,7 @@ def full_data_baseline(
     lr: float = DEFAULT_LR,
     batch_size: int = 256,
     aug: str = "none",
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+    dsa_strategy: str = DEFAULT_STRATEGY,
     model_args: dict | None = None,
     seed: int = 0,
     data: DatasetSplits | None = None,

@@ -16,7 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .base import DataError
+from .download import Source
 from .raw import RawSplits, check_labels
+from .unit import DatasetInfo, register_dataset
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -147,3 +149,22 @@ def load_cifar100(folder: Path) -> RawSplits:
     xte, yte = read_batch(base / CIFAR100_TEST, b"fine_labels", 100)
     names = _names(base / CIFAR100_META, b"fine_label_names", 100)
     return RawSplits(xtr, ytr, xte, yte, names)
+
+
+# -- the datasets in this format -------------------------------------------------------------------
+register_dataset(DatasetInfo(
+    "cifar10", "CIFAR-10 natural images, 50,000 train / 10,000 test, 3x32x32, 10 classes",
+    3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+    tuple(f"{CIFAR10_DIR}/{f}" for f in (*CIFAR10_TRAIN, CIFAR10_TEST)), load_cifar10,
+    Source("https://www.cs.toronto.edu/~kriz/", {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+           archive=True),
+    aliases=("cifar-10",),
+))
+register_dataset(DatasetInfo(
+    "cifar100", "CIFAR-100 natural images, 50,000 train / 10,000 test, 3x32x32, 100 classes",
+    3, (32, 32), (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762),
+    tuple(f"{CIFAR100_DIR}/{f}" for f in ("train", "test", "meta")), load_cifar100,
+    Source("https://www.cs.toronto.edu/~kriz/", {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
+           archive=True),
+    aliases=("cifar-100",),
+))

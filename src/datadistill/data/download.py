@@ -2,7 +2,8 @@
 
 Where files come from
     :data:`SOURCES` maps each dataset to a :class:`Source`: a base URL and the published md5 of
-    each remote file. A file's URL is ``base_url + file name``.
+    each remote file (each dataset's definition holds its own, `unit.py`). A file's URL is
+    ``base_url + file name``.
 
 Overriding the source (mirrors, tests)
     * environment variable ``DATADISTILL_MIRROR``: when set, every file is fetched from
@@ -54,43 +55,9 @@ class Source:
     archive: bool = False
 
 
-SOURCES: dict[str, Source] = {
-    "mnist": Source(
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        {
-            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-        },
-    ),
-    "fashion_mnist": Source(
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        {
-            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-        },
-    ),
-    "cifar10": Source(
-        "https://www.cs.toronto.edu/~kriz/",
-        {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
-        archive=True,
-    ),
-    "cifar100": Source(
-        "https://www.cs.toronto.edu/~kriz/",
-        {"cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85"},
-        archive=True,
-    ),
-    "svhn": Source(
-        "http://ufldl.stanford.edu/housenumbers/",
-        {
-            "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
-            "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
-        },
-    ),
-}
+# dataset name -> where its files are published; filled by `unit.register_dataset` from each
+# dataset's definition (tests replace entries to serve generated files)
+SOURCES: dict[str, Source] = {}
 
 
 class ChecksumError(DataError):

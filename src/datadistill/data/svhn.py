@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError
+from .download import Source
 from .raw import RawSplits, check_labels
+from .unit import DatasetInfo, register_dataset
 
 TRAIN_FILE = "train_32x32.mat"
 TEST_FILE = "test_32x32.mat"
@@ -47,3 +49,14 @@ def load_svhn(folder: Path) -> RawSplits:
     xtr, ytr = read_mat(folder / TRAIN_FILE)
     xte, yte = read_mat(folder / TEST_FILE)
     return RawSplits(xtr, ytr, xte, yte, CLASS_NAMES)
+
+
+# -- the dataset in this format ---------------------------------------------------------------------
+register_dataset(DatasetInfo(
+    "svhn", "SVHN street-view house numbers, 73,257 train / 26,032 test, 3x32x32, 10 classes",
+    3, (32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), FILES, load_svhn,
+    Source("http://ufldl.stanford.edu/housenumbers/", {
+        "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+        "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+    }),
+))
