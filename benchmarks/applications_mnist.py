@@ -108,8 +108,8 @@ def crossarch_part(args, data) -> dict:
     rows = []
     for m in args.models:
         log(f"cross-architecture: {m}, {args.crossarch_runs} runs of {cfg.eval.resolved_epochs()} epochs")
-        r = evaluate(run.synset, model=m, runs=args.crossarch_runs, epochs=cfg.eval.resolved_epochs(), lr=cfg.eval.lr,
-                     aug=cfg.eval.aug, test=data.test, device=args.device, seed=0, progress=False)
+        r = evaluate(run.synset, cfg.eval, model=m, runs=args.crossarch_runs, epochs=cfg.eval.resolved_epochs(),
+                     test=data.test, device=args.device, seed=0, progress=False)
         log(r.summary())
         rows.append(r.to_dict())
     return {"models": rows, "distillation": distillation_info(cfg, run, distill_wall)}

@@ -34,7 +34,7 @@ _run_one = common.run_one
 
 def run_one_with_selection(spec: dict) -> dict:
     """common.run_one, plus the selection's cost and the embedding network's figures from the set's metadata."""
-    import datadistill.run.loop as runner
+    import datadistill.run as runner  # common.run_one looks run_distillation up here at call time
 
     real = runner.run_distillation
     captured: dict = {}
