@@ -33,3 +33,23 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist").exists():
         pytest.skip("real data folder ../shared/data is absent")
     return SHARED_DATA
+
+
+TINY_NET = {"width": 4, "depth": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DatasetSplits:
+    """3 classes x 12 images of 1x8x8: for runs of every method in seconds."""
+    return toy_splits(num_classes=3, per_class=12, channels=1, size=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_experts(tmp_path_factory, tiny) -> str:
+    """2 experts of 3 epochs on `tiny` (network TINY_NET), trained once per test module."""
+    from datadistill.methods.trajectory import ExpertSettings, train_experts
+
+    root = tmp_path_factory.mktemp("experts")
+    train_experts(ExpertSettings("toy", num_experts=2, epochs=3, model_args=TINY_NET, batch_size=8), root, data=tiny,
+                  device="cpu", progress=False, log=lambda m: None)
+    return str(root)

@@ -22,23 +22,20 @@ from datadistill.methods.trajectory import ExpertSettings, train_experts
 from datadistill.run import prepare, run_distillation
 from datadistill.run.folder import CONFIG, RunFolder, run_name
 
-from toydata import toy_splits
+from conftest import TINY_NET
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-NET = {"width": 4, "depth": 1}
+NET = TINY_NET
 
 
 @pytest.fixture(scope="module")
-def small():
-    return toy_splits(num_classes=3, per_class=12, channels=1, size=8)
+def small(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")
-def experts(tmp_path_factory, small):
-    root = tmp_path_factory.mktemp("experts")
-    train_experts(ExpertSettings("toy", num_experts=2, epochs=3, model_args=NET, batch_size=8), root, data=small,
-                  device="cpu", progress=False, log=lambda m: None)
-    return str(root)
+def experts(tiny_experts):
+    return tiny_experts
 
 
 def mtt_cfg(experts, **over):
