@@ -201,7 +201,7 @@ def test_errors_are_clear(tmp_path, experts, small):
     with pytest.raises(ConfigError, match="need experts of at least 5 epochs"):
         distiller(cfg(experts, method_args={"max_start_epoch": 4, "expert_epochs": 2}), small)
     with pytest.raises(ConfigError, match="unroll"):
-        distiller(cfg(experts, method_args={"unroll": "tesla"}), small)
+        distiller(cfg(experts, method_args={"unroll": "fast"}), small)
     with pytest.raises(ConfigError, match="width"):
         distiller(cfg(experts, model_args={"width": 8, "depth": 1}), small)
 

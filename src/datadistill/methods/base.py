@@ -143,6 +143,10 @@ class Distiller(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["generator"])
 
+    def setup_notes(self) -> list[str]:
+        """Lines the run logs once the method is set up (e.g. a choice it made from the device)."""
+        return []
+
     # -- helpers for subclasses -------------------------------------------------------
     def begin_iteration(self, it: int) -> None:
         """Reseed the run generator for outer iteration `it`: its draws depend only on (seed,

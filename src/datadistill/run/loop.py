@@ -95,6 +95,8 @@ def run_distillation(
     procs = f", {dist.world_size()} processes" if dist.active() else ""
     log(f"{cfg.method} on {cfg.dataset}, IPC {cfg.ipc}, preset {cfg.preset}, {cfg.iterations} iterations, "
         f"device {device}{procs}" + (f" -> {out}" if out is not None else ""))
+    for note in distiller.setup_notes():
+        log(note)
 
     start = 0
     state = dist.from_main(lambda: folder.read_checkpoint() if folder is not None else None)  # sent to all

@@ -46,8 +46,10 @@ from ...synset import SyntheticSet
 from ...train import classification_loss
 from ..base import ImageDistiller, check_finite
 from ..registry import register_method
+from .memory import UnrollEstimate, available_bytes, choose_unroll, step_graph_bytes
 
-UNROLL_MODES = ("plain", "checkpoint")
+UNROLL_MODES = ("plain", "checkpoint", "tesla")  # what `unroll` computes; all give the same gradient
+UNROLL_OPTIONS = (*UNROLL_MODES, "auto")  # the option's values: auto picks one of the modes per run
 
 
 # ------------------------------------------------------------------------------ pure functions
@@ -64,6 +66,16 @@ def trajectory_loss(student_end: Tensor, start: Tensor, target: Tensor, keep: Te
         raise DistillError("the expert did not move between the start and target epochs (distance 0)"
                            + (" on the kept parameters" if keep is not None else ""))
     return diff_end.square().sum() / denom
+
+
+def student_gradient(net: nn.Module, w: Tensor, x: Tensor, y: Tensor, params: DSAParams | None, dsa: DSA | None,
+                     create_graph: bool) -> Tensor:
+    """One student step's gradient d CE(net_w(dsa(x)), y) / dw (`w` requires grad)."""
+    if dsa is not None and params is not None:
+        x = dsa(x, params)
+    loss = classification_loss(functional_forward(net, w, x), y)
+    (g,) = torch.autograd.grad(loss, w, create_graph=create_graph)
+    return g
 
 
 def student_unroll(
@@ -85,11 +97,7 @@ def student_unroll(
     at a time."""
     w = start
     for idx, params in zip(batches, augs):
-        x = images[idx]
-        if dsa is not None and params is not None:
-            x = dsa(x, params)
-        loss = classification_loss(functional_forward(net, w, x), labels[idx])
-        (g,) = torch.autograd.grad(loss, w, create_graph=create_graph)
+        g = student_gradient(net, w, images[idx], labels[idx], params, dsa, create_graph)
         w = w - lr * g
         if not create_graph:
             w = w.detach().requires_grad_(True)
@@ -123,6 +131,77 @@ class _CheckpointedSegment(torch.autograd.Function):
         return (gw if ctx.needs_input_grad[0] else None), gi, gl, gy, None
 
 
+class _TeslaUnroll(torch.autograd.Function):
+    """The whole unroll with memory independent of its length (TESLA, Cui et al., ICML 2023).
+
+    Forward: the `len(batches)` steps without any graph, keeping only the parameter vectors
+    w_0 .. w_{N-1}. Backward: with lam = dL/dw_N (`grad_out`), for i = N-1 down to 0, recompute
+    step i's gradient g_i = dCE_i/dw at w_i with its graph (one step at a time) and take one
+    vector-Jacobian product of s_i = <g_i, lam> (lam fixed) w.r.t. w_i, the batch's images and
+    labels; since w_{i+1} = w_i - lr g_i:
+
+        dL/dX_b   += -lr * ds_i/dX_b      dL/dlr += -s_i      dL/dy_b += -lr * ds_i/dy_b
+        lam       <- lam - lr * ds_i/dw_i  (= (I - lr H_i) lam, H_i the step's Hessian)
+
+    and finally dL/dw_0 = lam. This is the reverse-mode gradient of the plain unroll, term for
+    term: equal to it up to floating-point error."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, images: Tensor, lr: Tensor, labels: Tensor, net: nn.Module,  # type: ignore[override]
+                batches: Sequence[Tensor], augs: Sequence[DSAParams | None], dsa: DSA | None) -> Tensor:
+        ctx.net, ctx.batches, ctx.augs, ctx.dsa = net, list(batches), list(augs), dsa
+        ctx.save_for_backward(images, lr, labels)
+        trajectory: list[Tensor] = []
+        w = w.detach()
+        step_lr = lr.detach()
+        with torch.enable_grad():
+            for idx, params in zip(ctx.batches, ctx.augs):
+                trajectory.append(w)
+                w_in = w.requires_grad_(True)
+                g = student_gradient(net, w_in, images[idx].detach(), labels[idx].detach(), params, dsa, False)
+                w = (w_in - step_lr * g).detach()
+        ctx.trajectory = trajectory
+        return w
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        images, lr, labels = ctx.saved_tensors
+        need_img, need_lr, need_y = ctx.needs_input_grad[1:4]
+        step_lr = lr.detach()
+        lam = grad_out.detach()
+        g_img = torch.zeros_like(images) if need_img else None
+        g_lr = torch.zeros_like(lr) if need_lr else None
+        g_y = torch.zeros_like(labels) if need_y else None
+        trajectory = ctx.trajectory
+        for i in range(len(ctx.batches) - 1, -1, -1):
+            idx = ctx.batches[i]
+            with torch.enable_grad():
+                w = trajectory[i].requires_grad_(True)
+                x = images[idx].detach().requires_grad_(need_img)
+                y = labels[idx].detach().requires_grad_(need_y)
+                g = student_gradient(ctx.net, w, x, y, ctx.augs[i], ctx.dsa, True)
+                s = torch.dot(g.reshape(-1), lam.reshape(-1))
+                inputs = [w] + ([x] if need_img else []) + ([y] if need_y else [])
+                grads = list(torch.autograd.grad(s, inputs, allow_unused=True))
+            hv = grads.pop(0)
+            if need_img:
+                gx = grads.pop(0)
+                if gx is not None:
+                    g_img.index_add_(0, idx, gx, alpha=-float(step_lr))
+            if need_y:
+                gy = grads.pop(0)
+                if gy is not None:
+                    g_y.index_add_(0, idx, gy, alpha=-float(step_lr))
+            if need_lr:
+                g_lr -= s.detach()
+            if hv is not None:
+                lam = lam - step_lr * hv
+            trajectory[i] = None  # this step's parameters are no longer needed
+            del g, s, w, x, y, hv
+        ctx.trajectory = None
+        return (lam if ctx.needs_input_grad[0] else None), g_img, g_lr, g_y, None, None, None, None
+
+
 def unroll(
     net: nn.Module,
     start: Tensor,
@@ -139,11 +218,16 @@ def unroll(
     `labels`.
 
     mode "plain": `student_unroll` with the whole graph kept. mode "checkpoint": segments of
-    `segment` steps (0: round(sqrt(steps))) whose graphs are recomputed during the backward pass."""
+    `segment` steps (0: round(sqrt(steps))) whose graphs are recomputed during the backward pass.
+    mode "tesla": no graph kept across steps, the parameter vector of every step stored, each step
+    recomputed once in the backward pass (`_TeslaUnroll`; memory flat in the number of steps)."""
     if mode == "plain":
         return student_unroll(net, start.detach().requires_grad_(True), images, labels, lr, batches, augs, dsa)
+    if mode == "tesla":
+        return _TeslaUnroll.apply(start.detach(), images, lr, labels, net, list(batches), list(augs), dsa)
     if mode != "checkpoint":
-        raise ConfigError(f"unknown unroll mode {mode!r}; choose {' or '.join(UNROLL_MODES)}")
+        hint = " (resolve auto with choose_unroll first)" if mode == "auto" else ""
+        raise ConfigError(f"unknown unroll mode {mode!r}{hint}; choose {', '.join(UNROLL_MODES)}")
     k = segment or max(1, round(math.sqrt(len(batches))))
     w = start.detach()
     for s in range(0, len(batches), k):
@@ -168,7 +252,7 @@ class MTTOptions:
     lr_teacher: float = 0.01  # initial value of the learnable step size
     momentum_lr: float = 0.5  # SGD momentum of the step size (the code's 0.5)
     batch_syn: int | None = None  # synthetic images per student step; None: all of them
-    unroll: str = "plain"  # plain | checkpoint (memory-bounded, same gradient)
+    unroll: str = "plain"  # plain | checkpoint | tesla (memory-bounded, same gradient) | auto (picked from memory)
     segment: int = 0  # checkpoint mode: steps per recomputed segment; 0: round(sqrt(syn_steps))
 
     def validate(self) -> None:
@@ -182,8 +266,8 @@ class MTTOptions:
             raise ConfigError(f"mtt option lr_lr must be >= 0, got {self.lr_lr}")
         if self.batch_syn is not None and (not isinstance(self.batch_syn, int) or self.batch_syn < 1):
             raise ConfigError(f"mtt option batch_syn must be a positive integer or null (all), got {self.batch_syn!r}")
-        if self.unroll not in UNROLL_MODES:
-            raise ConfigError(f"mtt option unroll must be {' or '.join(UNROLL_MODES)}, got {self.unroll!r}")
+        if self.unroll not in UNROLL_OPTIONS:
+            raise ConfigError(f"mtt option unroll must be one of {', '.join(UNROLL_OPTIONS)}, got {self.unroll!r}")
         if isinstance(self.segment, bool) or not isinstance(self.segment, int) or self.segment < 0:
             raise ConfigError(f"mtt option segment must be an integer >= 0, got {self.segment!r}")
 
@@ -232,6 +316,25 @@ class TrajectoryMatching(ImageDistiller):
         self.syn_lr = torch.tensor(float(o.lr_teacher), device=self.device, requires_grad=True)
         self.opt_lr = torch.optim.SGD([self.syn_lr], lr=o.lr_lr, momentum=o.momentum_lr)
         self.batch_syn = min(o.batch_syn or len(self.images), len(self.images))
+        self.unroll_mode, self.unroll_note = o.unroll, ""
+        if o.unroll == "auto":
+            self.unroll_mode, self.unroll_note = choose_unroll(self.estimate_memory(),
+                                                               available_bytes(self.device)[0])
+            self.meta["unroll"] = self.unroll_mode
+
+    def estimate_memory(self) -> UnrollEstimate:
+        """The memory of one iteration's unroll in each mode (`memory.py`), from one probe step on
+        the first `batch_syn` images at the first expert's start (its DSA values from a generator of
+        its own: the run generator is not touched)."""
+        idx = torch.arange(self.batch_syn, device=self.device)
+        w = self.experts.params(0, 0, self.device)
+        aug = (self.dsa.sample(len(idx), make_generator(self.cfg.seed, "unroll-probe"), siamese=False)
+               if self.dsa is not None else None)
+        step = step_graph_bytes(self.net, w, self.images[idx], self.labels[idx], aug, self.dsa)
+        return UnrollEstimate(step, w.numel() * w.element_size(), self.opts.syn_steps, self.opts.segment)
+
+    def setup_notes(self) -> list[str]:
+        return [self.unroll_note] if self.unroll_note else []
 
     # -- one iteration ------------------------------------------------------------------
     def plan(self) -> UnrollPlan:
@@ -269,7 +372,7 @@ class TrajectoryMatching(ImageDistiller):
         start = self.experts.params(p.expert, p.start_epoch, self.device)
         target = self.experts.params(p.expert, p.start_epoch + self.opts.expert_epochs, self.device)
         end = unroll(self.net, start, self.images, self.unroll_labels(), self.syn_lr, p.batches, p.augs, self.dsa,
-                     mode=self.opts.unroll, segment=self.opts.segment)
+                     mode=self.unroll_mode, segment=self.opts.segment)
         return self.match_loss(end, start, target)
 
     def step(self, it: int) -> dict[str, float]:
