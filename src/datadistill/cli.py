@@ -5,6 +5,7 @@ Errors the user can fix are printed as one line (`error: ...`) with exit status 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{art.description} for the methods that need them (made by `{art.command}`)")
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<method>-ipc<ipc>)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="set the run up, print the peak memory it is estimated to need (trajectory methods: per "
+                        "unroll mode) and what the device has, and exit without distilling or writing anything")
 
     p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (mtt, pad); resumes an "
                                        "existing --out folder")
@@ -241,6 +245,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
     given["eval"] = given_fields(a, EvalConfig, prefix="eval-")
     given["artifacts"] = {k: getattr(a, k) for k in available_artifacts() if getattr(a, k)}
     cfg = resolve_config(**given)
+    if a.dry_run:
+        return _print_dry_run(cfg, progress=not a.no_progress)
     out = Path(a.out) if a.out else default_out(cfg)
     res = run_distillation(cfg, out, progress=not a.no_progress)  # joins torchrun's process group, if any
     if not dist.is_main():  # the other processes of a torchrun launch hold the same set
@@ -249,6 +255,28 @@ def cmd_distill(a: argparse.Namespace) -> int:
           f"distillation {res.distill_seconds:.0f} s, peak memory {res.peak_memory_mb:.0f} MiB")
     for ev_res in res.evals:
         print(f"test accuracy {ev_res.summary()}")
+    return 0
+
+
+def _print_dry_run(cfg, progress: bool) -> int:
+    from .run import dry_run
+
+    rec = dry_run(cfg, progress=progress)
+    it = rec["iteration"]
+    print(f"{rec['method']} on {rec['dataset']}, IPC {rec['ipc']}, device {rec['device']}: setup peak "
+          f"{rec['setup'].get('peak_cuda_mb', rec['setup']['peak_rss_mb']):,.0f} MiB")
+    if "unroll_mib" in it:
+        modes = ", ".join(f"{m} {v:,.0f} MiB" for m, v in it["unroll_mib"].items())
+        print(f"one iteration: {it['iteration_mib']:,.0f} MiB with unroll={it['unroll']} (estimated {it['how']}; "
+              f"per mode: {modes})")
+    elif "iteration_mib" in it:
+        print(f"one iteration: {it['iteration_mib']:,.0f} MiB ({it['how']})")
+    else:
+        print(f"one iteration: {it['how']}")
+    fits = rec.get("fits")
+    print(f"estimated peak {rec['estimated_peak_mib']:,.0f} MiB; available {rec['available_mib']:,.0f} MiB "
+          f"({rec['available_source']})" + ("" if fits is None else ("; fits" if fits else "; does NOT fit")))
+    print(json.dumps(rec))
     return 0
 
 

@@ -27,6 +27,7 @@ from .config import EvalConfig
 from .data import ImageData, load_dataset
 from .data.zca import whiten
 from .errors import ConfigError
+from .memstats import peak_memory
 from .nets import make_net
 from .numerics import check_precision
 from .rng import make_generator, resolve_device
@@ -230,6 +231,7 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     result.extra["precision"] = precision
     result.extra["compile"] = compile
     result.extra["channels_last"] = channels_last
+    result.extra.update(peak_memory(dev))  # the process's high-water marks after this evaluation
     if gain:
         rand = _evaluate(random_real_subset(syn, train), replace(p, epochs=epochs, lr=lr, gain=False), model,
                          test=real_test, split=split, train=None, data_root=data_root, device=dev, seed=seed,

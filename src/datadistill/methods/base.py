@@ -143,6 +143,12 @@ class Distiller(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["generator"])
 
+    def memory_estimate(self) -> dict[str, Any] | None:
+        """What one iteration is estimated to need in memory beyond the setup, for `distill
+        --dry-run`: {"iteration_mib": ..., ...}; None: no estimate (the dry run then measures one
+        iteration)."""
+        return None
+
     def setup_notes(self) -> list[str]:
         """Lines the run logs once the method is set up (e.g. a choice it made from the device)."""
         return []

@@ -17,7 +17,6 @@ called on every process (evaluate splits its runs over them).
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from .. import dist
 from ..config import DistillConfig
 from ..data import DatasetSplits
 from ..evaluate import EvalResult, evaluate
+from ..memstats import available_bytes, peak_memory
 from ..rng import resolve_device
 from ..synset import SyntheticSet
 from .folder import GRID_FINAL, GRID_INIT, RunFolder, default_out  # noqa: F401  (default_out: the API's name)
@@ -57,9 +57,8 @@ def _quiet(msg: str) -> None:
 
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated (CUDA) or peak resident memory of the process (CPU), in MiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec = peak_memory(device)
+    return rec.get("peak_cuda_mb", rec["peak_rss_mb"])
 
 
 def run_distillation(
@@ -132,7 +131,8 @@ def run_distillation(
         for it in bar:
             t0 = time.perf_counter()
             rec = distiller.step(it)
-            rec = {"it": it + 1, **{k: float(v) for k, v in rec.items()}, "seconds": time.perf_counter() - t0}
+            rec = {"it": it + 1, **{k: float(v) for k, v in rec.items()}, "seconds": time.perf_counter() - t0,
+                   **peak_memory(device)}
             bar.set_postfix(loss=f"{rec['loss']:.4g}")
             done = it + 1
             if cfg.val_every and done % cfg.val_every == 0 and done < cfg.iterations:
@@ -170,6 +170,40 @@ def run_distillation(
             folder.write_evals(result.evals)
     result.peak_memory_mb = peak_memory_mb(device)
     return result
+
+
+def dry_run(cfg: DistillConfig, *, data: DatasetSplits | None = None, progress: bool = True,
+            log: Callable[[str], None] = _log) -> dict:
+    """What `datadistill distill --dry-run` reports: the run set up as `run_distillation` would
+    (data, artifacts, the method and its starting set), then the peak memory it is estimated to
+    reach, and nothing distilled or written. The estimate is the setup's peak plus the method's
+    estimate of one iteration (`Distiller.memory_estimate`: trajectory matching's unroll, per
+    mode); a method without one runs one iteration, whose result is discarded, and reports the
+    measured peak instead."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    if data is None:
+        data = load_data(cfg, progress)
+    run = prepare(cfg, data=data, device=device, progress=progress)
+    for note in run.distiller.setup_notes():
+        log(note)
+    setup = peak_memory(device)
+    setup_mb = setup.get("peak_cuda_mb", setup["peak_rss_mb"])
+    avail, source = available_bytes(device)
+    rec: dict = {"method": cfg.method, "dataset": cfg.dataset, "ipc": cfg.ipc, "device": str(device),
+                 "setup": setup, "available_mib": round(avail / 2**20, 1), "available_source": source}
+    est = run.distiller.memory_estimate()
+    if est is not None:
+        rec["iteration"] = est
+        rec["estimated_peak_mib"] = round(setup_mb + est["iteration_mib"], 1)
+        rec["fits"] = est["iteration_mib"] <= avail / 2**20  # what is available after the setup
+    else:
+        run.distiller.step(0)
+        measured = peak_memory(device)
+        rec["iteration"] = {"how": "measured on one iteration (discarded)", **measured}
+        rec["estimated_peak_mib"] = measured.get("peak_cuda_mb", measured["peak_rss_mb"])
+    return rec
 
 
 def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device: torch.device) -> float:

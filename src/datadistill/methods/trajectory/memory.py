@@ -21,32 +21,16 @@ the choice changes time and memory, never the result beyond that.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ...augment import DSA, DSAParams
+from ...memstats import available_bytes  # noqa: F401  (auto's source of the available memory)
 
 AUTO_FRACTION = 0.8  # auto keeps the estimate within this fraction of the available memory
 AUTO_ORDER = ("plain", "checkpoint", "tesla")  # fastest first
-
-
-def available_bytes(device: torch.device | str) -> tuple[int, str]:
-    """(bytes the process can still allocate on `device`, where the number comes from)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free), "torch.cuda.mem_get_info (free)"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "/proc/meminfo MemAvailable"
-    except OSError:
-        pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")), "os.sysconf SC_AVPHYS_PAGES"
 
 
 def step_graph_bytes(net: nn.Module, w: Tensor, x: Tensor, y: Tensor, params: DSAParams | None, dsa: DSA | None) -> int:
@@ -89,7 +73,7 @@ class UnrollEstimate:
 
     def table(self) -> dict[str, float]:
         """MiB per mode."""
-        return {m: round(self.bytes(m) / 2**20, 1) for m in AUTO_ORDER}
+        return {m: round(self.bytes(m) / 2**20, 3) for m in AUTO_ORDER}
 
 
 def choose_unroll(est: UnrollEstimate, available: int, fraction: float = AUTO_FRACTION) -> tuple[str, str]:

@@ -333,6 +333,12 @@ class TrajectoryMatching(ImageDistiller):
         step = step_graph_bytes(self.net, w, self.images[idx], self.labels[idx], aug, self.dsa)
         return UnrollEstimate(step, w.numel() * w.element_size(), self.opts.syn_steps, self.opts.segment)
 
+    def memory_estimate(self) -> dict:
+        est = self.estimate_memory()
+        return {"iteration_mib": round(est.bytes(self.unroll_mode) / 2**20, 3), "unroll": self.unroll_mode,
+                "unroll_mib": est.table(), "step_graph_mib": round(est.step_bytes / 2**20, 3),
+                "how": "from one probe step's graph (methods/trajectory/memory.py)"}
+
     def setup_notes(self) -> list[str]:
         return [self.unroll_note] if self.unroll_note else []
 
