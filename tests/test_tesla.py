@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from datadistill import memstats
 from datadistill.augment import DSA
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError
@@ -186,16 +187,9 @@ def _peak_child(mode: str, steps: int) -> None:
     batches = [torch.arange(256)] * steps
     augs = [dsa.sample(256, g, siamese=False) for _ in batches]
     lr = torch.tensor(0.01, requires_grad=True)
-    def status_kib(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-    with open("/proc/self/clear_refs", "w") as f:  # resets the high-water mark VmHWM to the current RSS
-        f.write("5")
-    before = status_kib("VmRSS")
+    before = memstats.reset_peak("cpu")  # the resident high-water mark restarts from here
     trajectory_loss(unroll(net, start, images, labels, lr, batches, augs, dsa, mode=mode), start, target).backward()
-    peak = status_kib("VmHWM")
-    print(json.dumps({"mode": mode, "steps": steps, "peak_mib": (peak - before) / 1024,
+    print(json.dumps({"mode": mode, "steps": steps, "peak_mib": memstats.peak_since_reset("cpu") - before,
                       "param_mib": start.numel() * 4 / 2**20}))
 
 
