@@ -50,6 +50,7 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,8 @@ from datadistill.data import DatasetSplits, ImageData, load_dataset
 from datadistill.evaluate import evaluate
 from datadistill.methods.trajectory import ExpertSettings, train_experts
 from datadistill.methods import initial_synset
+from datadistill.memstats import available_bytes, peak_since_reset, reset_peak
+from datadistill.methods.trajectory.memory import AUTO_FRACTION
 from datadistill.run import prepare
 from datadistill.rng import make_generator, resolve_device
 
@@ -75,6 +78,11 @@ RATIO_TARGET = {"dm": 1.5, "datadam": 1.5}  # seconds per iteration / (FLOPs / f
 IPC = 10
 BATCH_REAL = 256
 QUICK_BATCH_REAL = 64
+UNROLLS = ("plain", "checkpoint", "tesla")
+MTT_MEMORY_STEPS = (10, 30, 80)  # the issue's sweep: CIFAR-10 subset, IPC 10, all 100 images per step
+QUICK_MTT_MEMORY_STEPS = (2, 4)
+QUICK_MTT_BATCH_SYN = 10
+MMAP_THRESHOLD = 65536  # bytes: MALLOC_MMAP_THRESHOLD_ of the memory sweep on the CPU
 
 
 def log(msg: str) -> None:
@@ -254,6 +262,90 @@ def measure_method(method: str, dataset: str, data: DatasetSplits, device: torch
     return row
 
 
+# ------------------------------------------------------------------------------------- MTT memory
+def measure_mtt_memory(dataset: str, data: DatasetSplits, device: torch.device, data_root: str, iters: int,
+                       quick: bool) -> list[dict]:
+    """MTT at each syn_steps of the sweep in each unroll mode: seconds per iteration (median of
+    `iters` after one warm-up) and the peak memory above the start of the first iteration
+    (memstats.reset_peak: resident memory on the CPU, allocated on CUDA). Each configuration runs
+    in a fresh process (`mtt_memory_row`): within one process, what an earlier iteration left
+    resident hides the next one's peak. On the CPU the children run with a fixed glibc mmap
+    threshold, so every large tensor is mapped and unmapped and the resident high-water mark
+    follows what is alive. A configuration whose estimate (methods/trajectory/memory.py) exceeds
+    AUTO_FRACTION of the available memory is not run (its row says so): the plain unroll at 80
+    steps would be killed for memory here."""
+    experts = mtt_experts(dataset, data, device)  # trained once, here, before the children start
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)} if device.type == "cpu" else dict(os.environ)
+    rows = []
+    for steps in (QUICK_MTT_MEMORY_STEPS if quick else MTT_MEMORY_STEPS):
+        for mode in UNROLLS:
+            spec = json.dumps({"dataset": dataset, "device": str(device), "data_root": data_root, "experts": experts,
+                               "iters": iters, "quick": quick, "steps": steps, "mode": mode})
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mtt-memory-row", spec],
+                                 env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                row = {"dataset": dataset, "syn_steps": steps, "unroll": mode,
+                       "error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
+            else:
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+            log(f"mtt memory {steps} steps {mode}: " + (
+                row.get("skipped") or row.get("error") or
+                f"{row['seconds_per_iteration']:.2f} s/it, peak {row['peak_mib_above_start']:,.0f} MiB above start "
+                f"(estimated {row['estimated_mib']:,.0f})"))
+            rows.append(row)
+    return rows
+
+
+def mtt_memory_row(spec: dict) -> dict:
+    """One configuration of the memory sweep, in this (fresh) process."""
+    device = torch.device(spec["device"])
+    data = load_dataset(spec["dataset"], spec["data_root"], progress=False)
+    cfg, notes = method_config("mtt", spec["dataset"], device, spec["data_root"], False, spec["experts"], spec["mode"])
+    args = {**cfg.method_args, "syn_steps": spec["steps"], "unroll": spec["mode"]}
+    if spec["quick"]:
+        args["batch_syn"] = QUICK_MTT_BATCH_SYN
+        notes.append(f"--quick: batch_syn {QUICK_MTT_BATCH_SYN}")
+    cfg = dataclasses.replace(cfg, method_args=args)
+    d = build(cfg, data, device)
+    est = d.estimate_memory().bytes(spec["mode"]) / 2**20
+    avail = available_bytes(device)[0] / 2**20
+    row = {"dataset": spec["dataset"], "ipc": cfg.ipc, "syn_steps": spec["steps"], "unroll": spec["mode"],
+           "batch_syn": d.batch_syn, "estimated_mib": est, "available_mib": avail, "notes": notes,
+           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+    if est > AUTO_FRACTION * avail:
+        row["skipped"] = f"estimated {est:,.0f} MiB > {AUTO_FRACTION:.0%} of the available {avail:,.0f} MiB"
+        return row
+    start = reset_peak(device)  # before the warm-up: the first iteration's peak is the one to see
+    d.step(0)  # warm-up: counted in the peak, not timed
+    sync(device)
+    secs = timed_steps(d, 1, spec["iters"], device)
+    row.update(seconds_per_iteration=statistics.median(secs), seconds_each=secs,
+               peak_mib_above_start=peak_since_reset(device) - start, start_mib=start)
+    return row
+
+
+def plot_mtt_memory(rows: list[dict], dest: Path) -> None:
+    """Two panels over syn_steps: seconds per iteration and peak MiB, one line per unroll mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for mode in UNROLLS:
+        done = [r for r in rows if r["unroll"] == mode and "skipped" not in r]
+        xs = [r["syn_steps"] for r in done]
+        axes[0].plot(xs, [r["seconds_per_iteration"] for r in done], "o-", label=mode)
+        axes[1].plot(xs, [r["peak_mib_above_start"] for r in done], "o-", label=mode)
+    for ax, what in zip(axes, ("seconds / iteration", "peak MiB above start")):
+        ax.set_xlabel("syn_steps")
+        ax.set_ylabel(what)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------- evaluation
 def measure_eval(dataset: str, data: DatasetSplits, device: torch.device, runs: int, epochs: int,
                  test_images: int | None, bf16: bool) -> dict:
@@ -317,13 +409,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-epochs", type=int, default=None, help="epochs per evaluation run (default 50; --quick 3)")
     ap.add_argument("--no-eval", action="store_true", help="skip the evaluation timing")
     ap.add_argument("--quick", action="store_true", help="a smoke test of about 2 minutes on 2 CPU cores (reduced settings)")
-    ap.add_argument("--mtt-unroll", choices=["plain", "checkpoint"], default="plain",
+    ap.add_argument("--mtt-memory", action="store_true",
+                    help="only the MTT memory sweep: syn_steps 10, 30, 80 x unroll plain, checkpoint, tesla on the "
+                         "datasets (default cifar10), seconds per iteration and peak memory, with a plot beside the JSON")
+    ap.add_argument("--mtt-unroll", choices=list(UNROLLS), default="plain",
                     help="MTT's unroll (default plain, the paper's); checkpoint where plain does not fit in memory "
                          "(MTT's plain unroll on CIFAR-10 at IPC 10 was killed for memory at 24 GB on the CPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=None, help="JSON path (default results/speed.json; --quick: _work/speed-quick.json)")
+    ap.add_argument("--mtt-memory-row", default=None, help=argparse.SUPPRESS)  # one configuration (a child)
     a = ap.parse_args(argv)
+    if a.mtt_memory_row:
+        print(json.dumps(mtt_memory_row(json.loads(a.mtt_memory_row))))
+        return 0
 
     methods = [m for m in (a.methods or ("dm" if a.quick else ",".join(METHODS))).split(",") if m]
     datasets = [d for d in (a.datasets or ("mnist" if a.quick else ",".join(DATASETS))).split(",") if d]
@@ -351,6 +450,21 @@ def main(argv: list[str] | None = None) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(json.dumps(doc, indent=2) + "\n")
 
+    if a.mtt_memory:
+        if not a.datasets:
+            datasets = ["cifar10"]
+        if not a.out:
+            dest = WORK / "speed-mtt-memory-quick.json" if a.quick else RESULTS / "speed_mtt_memory.json"
+        doc["mtt_memory"] = []
+        for ds in datasets:
+            data = load_dataset(ds, a.data_root, progress=False)
+            doc["mtt_memory"] += measure_mtt_memory(ds, data, device, a.data_root, iters, a.quick)
+            save()
+        plot_mtt_memory(doc["mtt_memory"], dest.with_suffix(".png"))
+        doc["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        save()
+        log(f"wrote {dest} and {dest.with_suffix('.png')}")
+        return 0
     for ds in datasets:
         log(f"loading {ds}")
         data = load_dataset(ds, a.data_root, progress=False)
