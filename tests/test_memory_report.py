@@ -7,26 +7,15 @@ import pytest
 from datadistill.cli import main
 from datadistill.run import dry_run, run_distillation
 
-from test_mtt import _experts, cfg
-from toydata import toy_splits
+from test_mtt import cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--iterations", "2", "--ipc", "1", "--batch-real", "4", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def small():
-    return toy_splits(num_classes=3, per_class=12, channels=1, size=8)
-
-
-@pytest.fixture(scope="module")
-def experts(tmp_path_factory, small):
-    return _experts(tmp_path_factory.mktemp("experts"), small, zca=False)
-
-
-def test_metrics_and_eval_records_carry_the_peak_memory(tmp_path, experts, small):
-    c = cfg(experts, iterations=2, eval={"runs": 1, "epochs": 1, "aug": "none"})
-    run_distillation(c, tmp_path / "run", data=small, progress=False)
+def test_metrics_and_eval_records_carry_the_peak_memory(tmp_path, tiny_experts, tiny):
+    c = cfg(tiny_experts, iterations=2, eval={"runs": 1, "epochs": 1, "aug": "none"})
+    run_distillation(c, tmp_path / "run", data=tiny, progress=False)
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert len(lines) == 2 and all(l["peak_rss_mb"] > 10 for l in lines)
     assert lines[1]["peak_rss_mb"] >= lines[0]["peak_rss_mb"]  # a high-water mark
@@ -35,8 +24,8 @@ def test_metrics_and_eval_records_carry_the_peak_memory(tmp_path, experts, small
     assert ev["extra"]["peak_rss_mb"] >= lines[1]["peak_rss_mb"]
 
 
-def test_dry_run_of_mtt_estimates_every_unroll_mode_and_writes_nothing(tmp_path, experts, small):
-    rec = dry_run(cfg(experts, method_args={"unroll": "checkpoint", "syn_steps": 9}), data=small, progress=False)
+def test_dry_run_of_mtt_estimates_every_unroll_mode_and_writes_nothing(tmp_path, tiny_experts, tiny):
+    rec = dry_run(cfg(tiny_experts, method_args={"unroll": "checkpoint", "syn_steps": 9}), data=tiny, progress=False)
     it = rec["iteration"]
     assert it["unroll"] == "checkpoint" and set(it["unroll_mib"]) == {"plain", "checkpoint", "tesla"}
     assert it["iteration_mib"] == it["unroll_mib"]["checkpoint"]

@@ -23,21 +23,11 @@ from datadistill.nets import flat_params, make_net
 from datadistill.rng import make_generator
 from datadistill.run import run_distillation
 
-from test_mtt import _experts, cfg, distiller
-from toydata import check_kill_and_resume, toy_splits
+from test_mtt import cfg, distiller
+from toydata import check_kill_and_resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def small():
-    return toy_splits(num_classes=3, per_class=12, channels=1, size=8)
-
-
-@pytest.fixture(scope="module")
-def experts(tmp_path_factory, small):
-    return _experts(tmp_path_factory.mktemp("experts"), small, zca=False)
 
 
 # -- the gradient -------------------------------------------------------------------------------
@@ -129,9 +119,9 @@ def _same_step(a, b):
     assert ra["lr"] == pytest.approx(rb["lr"], rel=1e-5)
 
 
-def test_tesla_takes_the_plain_step_in_mtt(experts, small):
-    a = distiller(cfg(experts), small)
-    b = distiller(cfg(experts, method_args={"unroll": "tesla"}), small)
+def test_tesla_takes_the_plain_step_in_mtt(tiny_experts, tiny):
+    a = distiller(cfg(tiny_experts), tiny)
+    b = distiller(cfg(tiny_experts, method_args={"unroll": "tesla"}), tiny)
     before = a.images.detach().clone()
     _same_step(a, b)
     assert not torch.equal(a.images, before)
@@ -139,13 +129,13 @@ def test_tesla_takes_the_plain_step_in_mtt(experts, small):
 
 @pytest.mark.parametrize("extra", [{"soft_labels": True, "alpha": 0.3, "selection": "loss"},
                                    {"alpha": 0.5, "selection": "depth"}])
-def test_tesla_takes_the_plain_step_in_pad(experts, small, extra):
+def test_tesla_takes_the_plain_step_in_pad(tiny_experts, tiny, extra):
     def pad(unroll_mode):
-        c = cfg(experts, method_args={"unroll": unroll_mode, "require_curriculum": False, "lr_y": 5.0, **extra})
-        c = resolve_config("pad", "toy", 2, "quick", device="cpu", model_args=c.model_args, experts=experts,
+        c = cfg(tiny_experts, method_args={"unroll": unroll_mode, "require_curriculum": False, "lr_y": 5.0, **extra})
+        c = resolve_config("pad", "toy", 2, "quick", device="cpu", model_args=c.model_args, experts=tiny_experts,
                            lr_img=10.0, iterations=6, eval={"runs": 0}, method_args=dict(c.method_args))
-        d = get_method("pad")(c, small, torch.device("cpu"))
-        d.init(initial_synset(small.train, c.ipc, c.init, make_generator(c.seed, "init")))
+        d = get_method("pad")(c, tiny, torch.device("cpu"))
+        d.init(initial_synset(tiny.train, c.ipc, c.init, make_generator(c.seed, "init")))
         return d
 
     a, b = pad("plain"), pad("tesla")
@@ -154,15 +144,15 @@ def test_tesla_takes_the_plain_step_in_pad(experts, small, extra):
         torch.testing.assert_close(a.label_logits, b.label_logits, rtol=1e-4, atol=1e-6)
 
 
-def test_a_killed_tesla_run_resumes_to_the_same_set(tmp_path, experts, small, monkeypatch):
-    full, resumed = check_kill_and_resume(TrajectoryMatching, lambda: cfg(experts, method_args={"unroll": "tesla"}),
-                                          small, tmp_path, monkeypatch)
+def test_a_killed_tesla_run_resumes_to_the_same_set(tmp_path, tiny_experts, tiny, monkeypatch):
+    full, resumed = check_kill_and_resume(TrajectoryMatching, lambda: cfg(tiny_experts, method_args={"unroll": "tesla"}),
+                                          tiny, tmp_path, monkeypatch)
     assert resumed.lr == full.lr
 
 
-def test_unknown_unroll_mode_is_refused(experts, small):
+def test_unknown_unroll_mode_is_refused(tiny_experts, tiny):
     with pytest.raises(ConfigError, match="plain, checkpoint, tesla, auto"):
-        distiller(cfg(experts, method_args={"unroll": "fast"}), small)
+        distiller(cfg(tiny_experts, method_args={"unroll": "fast"}), tiny)
     with pytest.raises(ConfigError, match="choose_unroll"):
         unroll(*_problem(1, 2)[:1], *_problem(1, 2)[1:2], torch.zeros(1), torch.zeros(1), torch.tensor(0.1), [],
                [], None, mode="auto")
@@ -240,9 +230,9 @@ def test_step_graph_estimate_is_near_the_measured_growth_of_plain():
 
 
 @pytest.mark.parametrize("avail_mib, expect", [(1e6, "plain"), (None, "checkpoint"), (None, "tesla"), (0.001, "tesla")])
-def test_auto_picks_the_first_mode_that_fits(experts, small, monkeypatch, avail_mib, expect):
-    c = cfg(experts, iterations=1, method_args={"unroll": "auto", "syn_steps": 9})
-    probe = distiller(cfg(experts, method_args={"syn_steps": 9}), small).estimate_memory()
+def test_auto_picks_the_first_mode_that_fits(tiny_experts, tiny, monkeypatch, avail_mib, expect):
+    c = cfg(tiny_experts, iterations=1, method_args={"unroll": "auto", "syn_steps": 9})
+    probe = distiller(cfg(tiny_experts, method_args={"syn_steps": 9}), tiny).estimate_memory()
     assert probe.step_bytes > 0 and probe.bytes("plain") > probe.bytes("checkpoint") > probe.bytes("tesla")
     if avail_mib is None:  # just enough for the expected mode, not for the one before it
         avail = probe.bytes(expect) / tm.AUTO_FRACTION
@@ -252,17 +242,17 @@ def test_auto_picks_the_first_mode_that_fits(experts, small, monkeypatch, avail_
         avail = avail_mib * 2**20
     monkeypatch.setattr(mtt_module, "available_bytes", lambda device: (int(avail), "test"))
     lines = []
-    res = run_distillation(c, None, data=small, progress=False, log=lines.append)
+    res = run_distillation(c, None, data=tiny, progress=False, log=lines.append)
     notes = [l for l in lines if l.startswith("unroll=auto")]
     assert len(notes) == 1 and notes[0].startswith(f"unroll=auto chose {expect}"), lines
     assert ("may not fit" in notes[0]) == (avail_mib == 0.001)
     assert res.synset.meta["unroll"] == expect
 
 
-def test_auto_gives_the_plain_result_up_to_float_error(experts, small, monkeypatch):
+def test_auto_gives_the_plain_result_up_to_float_error(tiny_experts, tiny, monkeypatch):
     monkeypatch.setattr(mtt_module, "available_bytes", lambda device: (1, "test"))  # nothing fits: tesla
-    a = distiller(cfg(experts), small)
-    b = distiller(cfg(experts, method_args={"unroll": "auto"}), small)
+    a = distiller(cfg(tiny_experts), tiny)
+    b = distiller(cfg(tiny_experts, method_args={"unroll": "auto"}), tiny)
     assert b.unroll_mode == "tesla" and b.setup_notes() and not a.setup_notes()
     _same_step(a, b)
 
