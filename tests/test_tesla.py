@@ -154,8 +154,8 @@ def test_unknown_unroll_mode_is_refused(tiny_experts, tiny):
     with pytest.raises(ConfigError, match="plain, checkpoint, tesla, auto"):
         distiller(cfg(tiny_experts, method_args={"unroll": "fast"}), tiny)
     with pytest.raises(ConfigError, match="choose_unroll"):
-        unroll(*_problem(1, 2)[:1], *_problem(1, 2)[1:2], torch.zeros(1), torch.zeros(1), torch.tensor(0.1), [],
-               [], None, mode="auto")
+        net, start, _, images, labels, dsa, batches, augs = _problem(1, 2)
+        unroll(net, start, images, labels, torch.tensor(0.1), batches, augs, dsa, mode="auto")
 
 
 # -- memory -------------------------------------------------------------------------------------
