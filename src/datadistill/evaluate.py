@@ -231,7 +231,10 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     result.extra["precision"] = precision
     result.extra["compile"] = compile
     result.extra["channels_last"] = channels_last
-    result.extra.update(peak_memory(dev))  # the process's high-water marks after this evaluation
+    # the high-water marks after this evaluation: the largest over the processes, so that every
+    # process returns the same result
+    peaks = dist.all_gather_objects(peak_memory(dev))
+    result.extra.update({k: max(p[k] for p in peaks) for k in peaks[0]})
     if gain:
         rand = _evaluate(random_real_subset(syn, train), replace(p, epochs=epochs, lr=lr, gain=False), model,
                          test=real_test, split=split, train=None, data_root=data_root, device=dev, seed=seed,
