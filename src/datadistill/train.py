@@ -208,6 +208,8 @@ def train_models(
     desc: str = "train",
     precision: str = "fp32",
     compile: bool = False,
+    optimizer: str = "sgd",
+    schedule: str = "step",
 ) -> list[TrainResult]:
     """Train `nets` (same architecture, e.g. N fresh initializations) together; `nets[r]` draws its
     shuffling and augmentation from `generators[r]` exactly as `train_model(nets[r], ...,
@@ -227,7 +229,7 @@ def train_models(
     return _train(
         _StackedNets(nets, compile), images, labels, list(generators), epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
-        desc=desc, on_epoch_end=None, precision=precision,
+        desc=desc, on_epoch_end=None, precision=precision, optimizer=optimizer, schedule=schedule,
     )
 
 
