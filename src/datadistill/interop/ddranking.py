@@ -19,7 +19,7 @@ from ..errors import FormatError
 from ..synset import SyntheticSet
 from . import files
 from .registry import Format, ImportOptions, register_format
-from .space import ZCA, ZCA_FILE, cifar100_as_cifar10, folder_space, into_set, out_of_set, save_zca_beside
+from .space import cifar100_as_cifar10, folder_space, into_set, out_of_set, write_folder
 
 IMAGES, LABELS, LR = "images.pt", "labels.pt", "lr.pt"
 
@@ -55,16 +55,8 @@ class DDRanking(Format):
                               f"has {int(counts.min())}..{int(counts.max())} per class")
         order = torch.argsort(hard, stable=True)
         images, space = out_of_set(syn, keep_zca=True, stats=self.stats)
-        files.save_pt(images[order].contiguous(), dest / IMAGES)
-        written = [IMAGES]
+        tensors = {IMAGES: images[order]}
         if syn.soft:
-            files.save_pt(files.logits_of(syn.labels.cpu()[order]), dest / LABELS)
-            written.append(LABELS)
-        if syn.lr is not None:
-            files.save_pt(torch.tensor(float(syn.lr)), dest / LR)
-            written.append(LR)
-        if space == ZCA:
-            save_zca_beside(dest, syn.zca)
-            written.append(ZCA_FILE)
-        files.write_note(dest, self.name, syn.spec, space)
+            tensors[LABELS] = files.logits_of(syn.labels.cpu()[order])
+        written = write_folder(dest, self.name, syn, space, tensors, LR)
         return f"{len(syn)} {space} images in class order ({int(counts[0])} per class) under {dest}: {', '.join(written)}"

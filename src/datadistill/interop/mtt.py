@@ -22,7 +22,7 @@ from ..errors import FormatError
 from ..synset import SyntheticSet
 from . import files
 from .registry import Format, ImportOptions, register_format
-from .space import NORMALIZED, ZCA, ZCA_FILE, Stats, cifar100_as_cifar10, folder_space, into_set, out_of_set, save_zca_beside
+from .space import Stats, cifar100_as_cifar10, folder_space, into_set, out_of_set, write_folder
 
 
 class TrajectoryFolder(Format):
@@ -78,17 +78,8 @@ class TrajectoryFolder(Format):
         else:
             labels = files.logits_of(torch.nn.functional.one_hot(syn.labels.cpu().long(), syn.spec.num_classes).float())
         folder = dest / self.subfolder if self.subfolder else dest
-        files.save_pt(images, folder / "images_best.pt")
-        files.save_pt(labels.contiguous(), folder / "labels_best.pt")
-        written = ["images_best.pt", "labels_best.pt"]
-        if syn.lr is not None:
-            name = self.lr_names[0].format(tag="best")
-            files.save_pt(torch.tensor(float(syn.lr)), folder / name)
-            written.append(name)
-        if space == ZCA:
-            save_zca_beside(folder, syn.zca)
-            written.append(ZCA_FILE)
-        files.write_note(folder, self.name, syn.spec, space)
+        written = write_folder(folder, self.name, syn, space, {"images_best.pt": images, "labels_best.pt": labels},
+                               self.lr_names[0].format(tag="best"))
         return f"{len(syn)} {space} images in {self.name} layout under {folder}: {', '.join(written)}"
 
 
@@ -100,4 +91,4 @@ class MTT(TrajectoryFolder):
     lr_names = ("syn_lr_{tag}.pt", "lr_{tag}.pt", "synthetic_lr_{tag}.pt")
 
 
-__all__ = ["MTT", "NORMALIZED", "TrajectoryFolder"]
+__all__ = ["MTT", "TrajectoryFolder"]

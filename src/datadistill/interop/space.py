@@ -147,3 +147,22 @@ def folder_space(fmt: str, folder: Path, opts: ImportOptions) -> tuple[str, dict
     if note and (folder / ZCA_FILE).is_file():
         return space, load_zca_from(folder, opts.spec)
     return space, opts.zca
+
+
+def write_folder(folder: Path, fmt: str, syn: SyntheticSet, space: str, tensors: dict[str, torch.Tensor],
+                 lr_name: str) -> list[str]:
+    """Write `tensors` (file name -> tensor), the set's learned lr as `lr_name`, its whitening if the
+    images stay whitened, and the note recording `space`, into `folder`; the names written."""
+    from .files import save_pt, write_note
+
+    for name, t in tensors.items():
+        save_pt(t.contiguous(), folder / name)
+    written = list(tensors)
+    if syn.lr is not None:
+        save_pt(torch.tensor(float(syn.lr)), folder / lr_name)
+        written.append(lr_name)
+    if space == ZCA:
+        save_zca_beside(folder, syn.zca)
+        written.append(ZCA_FILE)
+    write_note(folder, fmt, syn.spec, space)
+    return written
