@@ -332,6 +332,9 @@ def test_ambiguous_normalization_names_the_flags(root, tmp_path, capsys, zca_set
     line = refused(root, capsys, "import", tmp_path, "--format", "mtt", "--dataset", "cifar10", "--normalized",
                    "--zca-from", zca_set[0], "--out", tmp_path / "s.safetensors")
     assert "not allowed with" in line  # argparse: the flags exclude each other
+    line = refused(root, capsys, "import", tmp_path, "--format", "mtt", "--dataset", "cifar10", "--normalized",
+                   "--exp", "1", "--out", tmp_path / "s.safetensors")
+    assert "drop --exp" in line
     assert not (tmp_path / "s.safetensors").exists()
 
 

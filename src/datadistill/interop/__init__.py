@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..synset import SyntheticSet
 from . import datm, ddranking, imagefolder, mtt, vico  # noqa: F401  (importing a format registers it)
 from .registry import FORMATS, Format, ImportOptions, export_formats, get_format, import_formats, register_format
@@ -32,6 +33,9 @@ def read_set(source: str | os.PathLike, fmt: str, dataset: str, *, data_root: st
     from ..data import load_dataset
 
     f = get_format(fmt)
+    if exp is not None and not f.experiments:
+        raise ConfigError(f"--exp picks an experiment of a file that holds several ({', '.join(n for n, g in FORMATS.items() if g.experiments)}); "
+                          f"{fmt} files hold one set: drop --exp")
     spec = load_dataset(dataset, data_root, progress=progress).spec
     zca = load_zca_from(zca_from, spec) if zca_from is not None else None
     opts = ImportOptions(spec, normalized=normalized, zca=zca, zca_source=zca_from, exp=exp)

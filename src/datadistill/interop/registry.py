@@ -34,6 +34,7 @@ class Format:
     description: ClassVar[str]
     source: ClassVar[str]  # where the layout comes from: repository and file
     readable: ClassVar[bool] = True
+    experiments: ClassVar[bool] = False  # one file holds several sets (--exp picks one)
     writable: ClassVar[bool] = True
 
     def read(self, path: Path, opts: ImportOptions) -> SyntheticSet:

@@ -28,6 +28,7 @@ class VICO(Format):
     name = "vico"
     description = "DC/DSA/DM's res_<method>_<dataset>_<model>_<ipc>ipc.pt: {'data': [[images, labels], ...]}"
     source = "VICO-UoE/DatasetCondensation main.py and main_DM.py (saving), utils.py get_dataset (normalization)"
+    experiments = True
 
     def locate(self, path: Path) -> Path:
         if path.is_dir():
