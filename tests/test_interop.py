@@ -366,7 +366,7 @@ def test_evaluate_a_published_set_directly(root, tmp_path, capsys):
     rc, out, err = cli(root, capsys, "evaluate", tmp_path, "--format", "mtt", "--dataset", "cifar10", "--normalized",
                        "--models", "mlp", "--runs", "1", "--epochs", "1", "--aug", "none", "--device", "cpu")
     assert rc == 0, err
-    assert "imported 20 normalized images" in err and "mlp" in out
+    assert "imported 20 images (stored normalized)" in err and "mlp" in out
     assert json.loads((tmp_path / "evaluate.json").read_text())[0]["model"] == "mlp"
     line = refused(root, capsys, "evaluate", tmp_path, "--dataset", "cifar10")
     assert "--format" in line

@@ -321,8 +321,8 @@ def _import_set(a: argparse.Namespace):
     info = syn.meta["imported"]
     exp = f", experiment {info['exp']} of {info['experiments']}" if "experiments" in info else ""
     lr = f", learned lr {syn.lr:g}" if syn.lr is not None else ""
-    print(f"imported {len(syn)} {info['images']} images, {'soft' if syn.soft else 'hard'} labels ({syn.ipc} per "
-          f"class){lr}{exp} from {info['source']} ({a.format})", file=sys.stderr)
+    print(f"imported {len(syn)} images (stored {info['images']}), {'soft' if syn.soft else 'hard'} labels "
+          f"({syn.ipc} per class){lr}{exp} from {info['source']} ({a.format})", file=sys.stderr)
     return syn
 
 

@@ -31,6 +31,7 @@ from .registry import ImportOptions
 
 NORMALIZED, PIXELS, ZCA = "normalized", "pixels", "zca"
 FLAGS = {NORMALIZED: "--normalized", PIXELS: "--unnormalized", ZCA: "--zca-from RUN_OR_SET"}
+WORDS = {NORMALIZED: "normalized", PIXELS: "[0, 1] pixels", ZCA: "ZCA-whitened"}
 ZCA_FILE = "zca.safetensors"  # beside exported files, as in an experts folder
 
 # dataset -> the (mean, std) a format's code normalizes it with, where it is not datadistill's
@@ -58,14 +59,14 @@ def resolve_space(fmt: str, path: Path, opts: ImportOptions, recorded: str | Non
     given = given_space(opts)
     if recorded is not None:
         if given is not None and given != recorded:
-            raise ConfigError(f"{path}: {where} records {recorded} images; drop {FLAGS[given].split()[0]}")
+            raise ConfigError(f"{path}: {where} records {WORDS[recorded]} images; drop {FLAGS[given].split()[0]}")
         return recorded
     if given is None:
         flags = ", ".join(FLAGS[s] for s in allowed[:-1]) + f" or {FLAGS[allowed[-1]]}"
         raise ConfigError(f"{path}: {fmt} files do not record whether the images are "
-                          f"{', '.join(allowed[:-1])} or {allowed[-1]}; give {flags}")
+                          f"{', '.join(WORDS[s] for s in allowed[:-1])} or {WORDS[allowed[-1]]}; give {flags}")
     if given not in allowed:
-        raise ConfigError(f"{path}: {fmt} images cannot be {given}; drop {FLAGS[given].split()[0]}")
+        raise ConfigError(f"{path}: {fmt} images cannot be {WORDS[given]}; drop {FLAGS[given].split()[0]}")
     return given
 
 
