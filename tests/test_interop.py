@@ -4,6 +4,7 @@ layout, written here with torch.save / PIL; export then import gives the set bac
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -311,15 +312,25 @@ def test_export_refuses_what_the_format_cannot_hold(root, tmp_path, capsys, spli
 
 
 # ------------------------------------------------------------------ refusals
-def test_a_pickle_that_would_run_code_is_refused_unrun(root, tmp_path, capsys):
+WRITERS = {  # how a .pt file may hold a pickle: torch's zip format, its legacy format, a bare pickle
+    "zip": (torch.save, lambda p: torch.load(p, weights_only=False)),
+    "legacy": (lambda o, p: torch.save(o, p, _use_new_zipfile_serialization=False),
+               lambda p: torch.load(p, weights_only=False)),
+    "pickle": (lambda o, p: p.write_bytes(pickle.dumps(o)), lambda p: pickle.loads(p.read_bytes())),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRITERS))
+def test_a_pickle_that_would_run_code_is_refused_unrun(root, tmp_path, capsys, kind):
     marker = tmp_path / "pwned"
-    torch.save(Evil(marker), tmp_path / "images_best.pt")
+    write, unsafe_load = WRITERS[kind]
+    write(Evil(marker), tmp_path / "images_best.pt")
     torch.save(class_ordered(), tmp_path / "labels_best.pt")
     line = refused(root, capsys, "import", tmp_path, "--format", "mtt", "--dataset", "cifar10", "--normalized",
                    "--out", tmp_path / "s.safetensors")
     assert "refused" in line and "weights_only=True" in line
     assert not marker.exists() and not (tmp_path / "s.safetensors").exists()
-    torch.load(tmp_path / "images_best.pt", weights_only=False)  # the payload is live: a full unpickle runs it
+    unsafe_load(tmp_path / "images_best.pt")  # the payload is live: a full unpickle runs it
     assert marker.exists()
 
 
