@@ -38,7 +38,7 @@ def read_set(source: str | os.PathLike, fmt: str, dataset: str, *, data_root: st
                           f"{fmt} files hold one set: drop --exp")
     spec = load_dataset(dataset, data_root, progress=progress).spec
     zca = load_zca_from(zca_from, spec) if zca_from is not None else None
-    opts = ImportOptions(spec, normalized=normalized, zca=zca, zca_source=zca_from, exp=exp)
+    opts = ImportOptions(spec, normalized=normalized, zca=zca, exp=exp)
     syn = f.read(Path(source), opts)
     if zca_from is not None:
         syn.meta["imported"]["zca_from"] = str(zca_from)

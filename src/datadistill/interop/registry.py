@@ -23,7 +23,6 @@ class ImportOptions:
     spec: DatasetSpec
     normalized: bool | None = None  # True: --normalized, False: --unnormalized, None: neither given
     zca: dict[str, torch.Tensor] | None = None  # --zca-from: the whitening the images were stored under
-    zca_source: str | None = None
     exp: int | None = None  # --exp: the experiment of a file holding several (vico)
 
 
