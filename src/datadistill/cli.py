@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .artifacts import available_artifacts
     from .config import DistillConfig, EvalConfig
+    from .interop import export_formats, import_formats
     from .methods import available_methods
     from .methods.trajectory import ExpertSettings
 
@@ -198,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "file `datadistill baseline` writes)")
     p.add_argument("--baseline", default=None, metavar="FILE",
                    help="baseline JSON with the full-data accuracy (default runs/baseline-<dataset>-<model>.json)")
+    p.add_argument("--format", default=None, choices=import_formats(),
+                   help="RUN is a set saved by another code base in this format, imported on the fly (see `datadistill import`)")
+    p.add_argument("--dataset", default=None, help="with --format: the dataset the set was distilled from")
+    _import_flags(p)
     _common(p)
 
     p = sub.add_parser("baseline", help="train on the full training split: accuracy, seconds and FLOPs to compare against")
@@ -217,10 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
     p.add_argument("--out", default=None, help="PNG path (default: show.png in the run folder, or beside the file)")
 
-    p = sub.add_parser("export", help="export a synthetic set as images usable anywhere")
+    p = sub.add_parser("export", help="export a synthetic set as images, or in the layout another code base reads")
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
-    p.add_argument("dest", help="output folder (imagefolder) or PNG file (grid)")
-    p.add_argument("--format", choices=["imagefolder", "grid"], default="imagefolder")
+    p.add_argument("dest", help="output folder (imagefolder, mtt, datm, pad, ddranking; vico: a folder or a .pt file) "
+                                "or PNG file (grid)")
+    p.add_argument("--format", choices=export_formats(), default="imagefolder",
+                   help="imagefolder (default), grid, or a published layout (docs/interop.md)")
+
+    p = sub.add_parser("import", help="convert a set saved by another code base (MTT, DC/DSA/DM, DATM, PAD, "
+                                      "DD-Ranking, an image folder) into a datadistill synthetic set")
+    p.add_argument("source", metavar="FILE_OR_DIR", help="the saved files (docs/interop.md: each format's layout)")
+    p.add_argument("--format", required=True, choices=import_formats(), help="the layout of FILE_OR_DIR")
+    p.add_argument("--dataset", required=True, help="the dataset the set was distilled from (its classes, size, normalization)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the synthetic set to write (.safetensors)")
+    _import_flags(p)
+    _common(p)
 
     p = sub.add_parser("nas", help="architecture-search proxy: rank ConvNet variants on the set vs on real data (validation split)")
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
@@ -331,6 +347,40 @@ def cmd_difficulty(a: argparse.Namespace) -> int:
     return 0
 
 
+def _import_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--normalized", action="store_true", default=None,
+                   help="the images are normalized with the dataset's mean/std (where the files do not say)")
+    g.add_argument("--unnormalized", dest="normalized", action="store_false", default=None,
+                   help="the images are [0, 1] pixels (where the files do not say)")
+    g.add_argument("--zca-from", default=None, metavar="RUN_OR_SET",
+                   help="the images are ZCA-whitened with the whitening of this run, set or experts folder")
+    p.add_argument("--exp", type=int, default=None, metavar="K",
+                   help="vico: the experiment of the file to take (default 0)")
+
+
+def _import_set(a: argparse.Namespace):
+    """The set `datadistill import` / `evaluate --format` names, read from the foreign files."""
+    from .interop import read_set
+
+    if not a.dataset:
+        raise ConfigError(f"--format {a.format} needs --dataset (the dataset the set was distilled from)")
+    syn = read_set(a.source if hasattr(a, "source") else a.run, a.format, a.dataset, data_root=a.data_root,
+                   normalized=a.normalized, zca_from=a.zca_from, exp=a.exp, progress=not a.no_progress)
+    info = syn.meta["imported"]
+    exp = f", experiment {info['exp']} of {info['experiments']}" if "experiments" in info else ""
+    lr = f", learned lr {syn.lr:g}" if syn.lr is not None else ""
+    print(f"imported {len(syn)} images (stored {info['images']}), {'soft' if syn.soft else 'hard'} labels "
+          f"({syn.ipc} per class){lr}{exp} from {info['source']} ({a.format})", file=sys.stderr)
+    return syn
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    syn = _import_set(a)
+    print(syn.save(a.out))
+    return 0
+
+
 def _load_set(path: str):
     from .synset import SyntheticSet
 
@@ -353,7 +403,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .fileio import write_json
     from .rng import resolve_device
 
-    syn = _load_set(a.run)
+    if a.dataset and not a.format:
+        raise ConfigError("--dataset names the dataset of a set given with --format; drop it, or give --format")
+    syn = _load_set(a.run) if a.format is None else _import_set(a)
     # Under torchrun each process trains its share of every network's runs (evaluate gathers them).
     device = dist.process_device(resolve_device(a.device or "auto"))  # under torchrun: one GPU per process
     dist.init_from_env(device)
@@ -477,12 +529,9 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    syn = _load_set(a.run)
-    if a.format == "grid":
-        print(syn.save_grid(a.dest))
-    else:
-        out = syn.export_imagefolder(a.dest)
-        print(f"{len(syn)} images in {syn.spec.num_classes} class folders under {out}")
+    from .interop import write_set
+
+    print(write_set(_load_set(a.run), a.dest, a.format))
     return 0
 
 
@@ -567,6 +616,7 @@ COMMANDS = {
     "baseline": cmd_baseline,
     "show": cmd_show,
     "export": cmd_export,
+    "import": cmd_import,
     "datasets": cmd_datasets,
     "nas": cmd_nas,
     "continual": cmd_continual,
