@@ -93,6 +93,22 @@ class Artifact(ABC):
         return m
 
 
+def dataset_differences(theirs: "DatasetSpec", mine: "DatasetSpec", who: str) -> list[str]:
+    """What differs between the dataset an artifact was made on (`theirs`) and a run's (`mine`):
+    name, channels, image size, classes, normalization. `who` names the artifact in the lines."""
+    diffs = []
+    if theirs.name != mine.name:
+        diffs.append(f"dataset: {who} {theirs.name!r}, this run {mine.name!r}")
+    pairs = {
+        "channels": (theirs.channels, mine.channels),
+        "image size": (tuple(theirs.im_size), tuple(mine.im_size)),
+        "classes": (theirs.num_classes, mine.num_classes),
+        "normalization mean": (tuple(theirs.mean), tuple(float(v) for v in mine.mean)),
+        "normalization std": (tuple(theirs.std), tuple(float(v) for v in mine.std)),
+    }
+    return diffs + [f"dataset {k}: {who} {a}, this run {b}" for k, (a, b) in pairs.items() if a != b]
+
+
 def register_artifact(cls: type[Artifact]) -> type[Artifact]:
     """Class decorator: make `cls.kind` known to the spine (a `--<kind> DIR` flag, `requires`)."""
     if not cls.kind:
@@ -102,7 +118,7 @@ def register_artifact(cls: type[Artifact]) -> type[Artifact]:
 
 
 def _load_builtin() -> None:
-    from . import methods  # noqa: F401  (importing the methods registers the artifacts they define)
+    from . import methods, teacher  # noqa: F401  (importing them registers the artifacts they define)
 
 
 def get_artifact(kind: str) -> type[Artifact]:

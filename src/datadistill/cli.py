@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .artifacts import available_artifacts
     from .config import DistillConfig, EvalConfig
+    from .interop import export_formats, import_formats
     from .methods import available_methods
     from .methods.trajectory import ExpertSettings
 
@@ -133,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="experts folder")
     _common(p)
 
+    from .teacher import TeacherSettings
+
+    p = sub.add_parser("teacher", help="train a teacher network on the full training split (soft-label evaluation, "
+                                       "decoupled methods); resumes an existing --out folder")
+    add_field_flags(p, TeacherSettings, required=("dataset",))
+    p.add_argument("--preset", default="quick", choices=["quick", "paper"],
+                   help="quick (a few epochs, default) or paper (presets/artifacts/teacher.yaml)")
+    p.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                   help="import this state dict (torch.save of a state_dict, read with weights_only=True) instead "
+                        "of training")
+    p.add_argument("--out", required=True, help="teacher folder")
+    _common(p)
+
     p = sub.add_parser("difficulty", help="EL2N difficulty score of every training sample (what --curriculum el2n orders by)")
     p.add_argument("--dataset", required=True, help="mnist-5k, mnist, fashion_mnist, cifar10, cifar100, svhn, folder:PATH")
     p.add_argument("--preset", default="quick", choices=["quick", "paper"],
@@ -150,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them on real data")
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
     p.add_argument("--models", default="convnet", help="comma-separated networks (convnet,lenet,alexnet,vgg11,resnet18,mlp,...)")
-    p.add_argument("--runs", type=int, default=5, help="training runs per network (default 5)")
+    p.add_argument("--runs", type=int, default=None, help="training runs per network (default 5)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 1000 with DSA, 300 without)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the set's learned lr, else 0.01)")
-    p.add_argument("--aug", choices=["dsa", "dc", "none"], default="dsa",
+    p.add_argument("--aug", choices=["dsa", "dc", "none"], default=None,
                    help="training augmentation: dsa (default), dc (the DC paper's, MNIST family only) or none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["test", "val"], default="test", help="test (default) or the validation split")
@@ -162,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="train a network's runs together (default: on a GPU, when there are several and the network "
                         "has no batch norm; on a CPU they train faster one after another); --no-batched: never")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="fp32 (default) or bf16: autocast of the forward passes (training and test)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each training step's forward and loss (off by default: changes rounding and "
@@ -170,6 +184,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true",
                    help="train in the channels-last memory layout, one run at a time (off by default; slower on "
                         "the CPUs measured, docs/speed.md)")
+    from .protocols import protocol_names
+
+    p.add_argument("--protocol", choices=protocol_names(), default=None,
+                   help="a named protocol (presets/protocols/*.yaml, each with its source); flags given override it")
+    p.add_argument("--teacher", default=None, metavar="DIR", help="teacher folder for --labels teacher")
+    p.add_argument("--labels", choices=["auto", "hard", "teacher"], default=None,
+                   help="auto (the set's own), hard (arg-max of soft labels) or teacher (every batch relabelled)")
+    p.add_argument("--loss", choices=["ce", "kl", "soft_ce", "mse_gt"], default=None, help="the student's loss")
+    p.add_argument("--temperature", type=float, default=None, help="temperature of kl / soft_ce (default 1)")
+    p.add_argument("--mix", choices=["none", "cutmix", "mixup"], default=None, help="batch mixing")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="the student's optimizer")
+    p.add_argument("--schedule", choices=["step", "cosine"], default=None, help="the student's lr schedule")
+    p.add_argument("--lr-grid", default=None, metavar="A,B",
+                   help="choose the lr from these on the validation split when the set has no learned lr")
+    p.add_argument("--scores", action="store_true",
+                   help="DD-Ranking's HLR, IOR, LRS and ARS (needs the full-data accuracy: --baseline FILE or the "
+                        "file `datadistill baseline` writes)")
+    p.add_argument("--baseline", default=None, metavar="FILE",
+                   help="baseline JSON with the full-data accuracy (default runs/baseline-<dataset>-<model>.json)")
+    p.add_argument("--format", default=None, choices=import_formats(),
+                   help="RUN is a set saved by another code base in this format, imported on the fly (see `datadistill import`)")
+    p.add_argument("--dataset", default=None, help="with --format: the dataset the set was distilled from")
+    _import_flags(p)
     _common(p)
 
     p = sub.add_parser("baseline", help="train on the full training split: accuracy, seconds and FLOPs to compare against")
@@ -189,10 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
     p.add_argument("--out", default=None, help="PNG path (default: show.png in the run folder, or beside the file)")
 
-    p = sub.add_parser("export", help="export a synthetic set as images usable anywhere")
+    p = sub.add_parser("export", help="export a synthetic set as images, or in the layout another code base reads")
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
-    p.add_argument("dest", help="output folder (imagefolder) or PNG file (grid)")
-    p.add_argument("--format", choices=["imagefolder", "grid"], default="imagefolder")
+    p.add_argument("dest", help="output folder (imagefolder, mtt, datm, pad, ddranking; vico: a folder or a .pt file) "
+                                "or PNG file (grid)")
+    p.add_argument("--format", choices=export_formats(), default="imagefolder",
+                   help="imagefolder (default), grid, or a published layout (docs/interop.md)")
+
+    p = sub.add_parser("import", help="convert a set saved by another code base (MTT, DC/DSA/DM, DATM, PAD, "
+                                      "DD-Ranking, an image folder) into a datadistill synthetic set")
+    p.add_argument("source", metavar="FILE_OR_DIR", help="the saved files (docs/interop.md: each format's layout)")
+    p.add_argument("--format", required=True, choices=import_formats(), help="the layout of FILE_OR_DIR")
+    p.add_argument("--dataset", required=True, help="the dataset the set was distilled from (its classes, size, normalization)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the synthetic set to write (.safetensors)")
+    _import_flags(p)
+    _common(p)
 
     p = sub.add_parser("nas", help="architecture-search proxy: rank ConvNet variants on the set vs on real data (validation split)")
     p.add_argument("run", help="a run folder or a .safetensors synthetic set")
@@ -292,6 +340,23 @@ def cmd_experts(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher(a: argparse.Namespace) -> int:
+    from .teacher import TeacherSettings, import_teacher, teacher_settings, train_teacher
+
+    given = given_fields(a, TeacherSettings)
+    dataset = given.pop("dataset")
+    if a.from_file:
+        m = import_teacher(a.from_file, dataset, given.get("model", "convnet_bn"), a.out,
+                           model_args=given.get("model_args"), data_root=a.data_root, device=a.device or "auto",
+                           progress=not a.no_progress)
+    else:
+        m = train_teacher(teacher_settings(dataset, a.preset, **given), a.out, data_root=a.data_root,
+                          device=a.device or "auto", progress=not a.no_progress, log=_stderr)
+    print(f"teacher {m['model']} on {dataset} in {a.out}: test accuracy {m['test_accuracy']:.2f} %, validation "
+          f"{m['val_accuracy']:.2f} %")
+    return 0
+
+
 def cmd_difficulty(a: argparse.Namespace) -> int:
     from .data import load_dataset
     from .methods.trajectory.difficulty import ensure_scores
@@ -307,6 +372,40 @@ def cmd_difficulty(a: argparse.Namespace) -> int:
     what = f"computed in {scores.seconds:.0f} s" if computed else "already there (same data and settings)"
     print(f"{len(v)} EL2N scores of {a.dataset} ({scores.settings['num_nets']} networks x {scores.settings['epochs']} "
           f"epochs) in {a.out}, {what}: mean {float(v.mean()):.3f}, min {float(v.min()):.3f}, max {float(v.max()):.3f}")
+    return 0
+
+
+def _import_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--normalized", action="store_true", default=None,
+                   help="the images are normalized with the dataset's mean/std (where the files do not say)")
+    g.add_argument("--unnormalized", dest="normalized", action="store_false", default=None,
+                   help="the images are [0, 1] pixels (where the files do not say)")
+    g.add_argument("--zca-from", default=None, metavar="RUN_OR_SET",
+                   help="the images are ZCA-whitened with the whitening of this run, set or experts folder")
+    p.add_argument("--exp", type=int, default=None, metavar="K",
+                   help="vico: the experiment of the file to take (default 0)")
+
+
+def _import_set(a: argparse.Namespace):
+    """The set `datadistill import` / `evaluate --format` names, read from the foreign files."""
+    from .interop import read_set
+
+    if not a.dataset:
+        raise ConfigError(f"--format {a.format} needs --dataset (the dataset the set was distilled from)")
+    syn = read_set(a.source if hasattr(a, "source") else a.run, a.format, a.dataset, data_root=a.data_root,
+                   normalized=a.normalized, zca_from=a.zca_from, exp=a.exp, progress=not a.no_progress)
+    info = syn.meta["imported"]
+    exp = f", experiment {info['exp']} of {info['experiments']}" if "experiments" in info else ""
+    lr = f", learned lr {syn.lr:g}" if syn.lr is not None else ""
+    print(f"imported {len(syn)} images (stored {info['images']}), {'soft' if syn.soft else 'hard'} labels "
+          f"({syn.ipc} per class){lr}{exp} from {info['source']} ({a.format})", file=sys.stderr)
+    return syn
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    syn = _import_set(a)
+    print(syn.save(a.out))
     return 0
 
 
@@ -326,13 +425,15 @@ def _data_root(a: argparse.Namespace, syn) -> str | None:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from . import dist
-    from .config import EvalConfig
+    from .config import EvalConfig, check_protocol
     from .data import load_dataset
-    from .evaluate import evaluate
+    from .evaluate import evaluate, protocol_with
     from .fileio import write_json
     from .rng import resolve_device
 
-    syn = _load_set(a.run)
+    if a.dataset and not a.format:
+        raise ConfigError("--dataset names the dataset of a set given with --format; drop it, or give --format")
+    syn = _load_set(a.run) if a.format is None else _import_set(a)
     # Under torchrun each process trains its share of every network's runs (evaluate gathers them).
     device = dist.process_device(resolve_device(a.device or "auto"))  # under torchrun: one GPU per process
     dist.init_from_env(device)
@@ -342,13 +443,26 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ConfigError("--models is empty; give at least one network, e.g. --models convnet")
     splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
     test = splits.val if a.split == "val" else splits.test
-    protocol = EvalConfig(models=models, runs=a.runs, epochs=a.epochs, lr=a.lr, aug=a.aug, gain=a.gain,
-                          batched="auto" if a.batched is None else a.batched, precision=a.precision,
-                          compile=a.compile, channels_last=a.channels_last)
+    given = {"models": models, "runs": a.runs, "epochs": a.epochs, "lr": a.lr, "aug": a.aug, "gain": a.gain or None,
+             "batched": a.batched, "precision": a.precision, "compile": a.compile or None,
+             "channels_last": a.channels_last or None, "teacher": a.teacher, "labels": a.labels, "loss": a.loss,
+             "temperature": a.temperature, "mix": a.mix, "optimizer": a.optimizer, "schedule": a.schedule,
+             "lr_grid": a.lr_grid}
+    if a.protocol:
+        from .protocols import differences, load_protocol, protocol_source
+
+        protocol = load_protocol(a.protocol, **given)
+        if main_process:
+            diff = differences(protocol)
+            print(f"protocol {a.protocol} ({' '.join(protocol_source(a.protocol)['source'].split())[:160]}...); "
+                  f"differs from datadistill's in: {', '.join(diff) or 'nothing'}", file=sys.stderr)
+    else:
+        protocol = protocol_with(EvalConfig(runs=5), {k: v for k, v in given.items() if v is not None})
+        check_protocol(protocol)
     results = []
-    for m in models:
+    for m in protocol.models:
         r = evaluate(syn, protocol, model=m, test=test, split=a.split, train=splits.train if a.gain else None,
-                     device=device, seed=a.seed, progress=not a.no_progress)
+                     val=splits.val, device=device, seed=a.seed, progress=not a.no_progress)
         results.append(r)
         if main_process:
             print(r.summary(), file=sys.stderr)
@@ -363,9 +477,38 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .run.folder import EVALUATE
 
     dest = target / EVALUATE if target.is_dir() else target.parent / f"{target.stem}.{EVALUATE}"
-    write_json(dest, [r.to_dict() for r in results])
+    doc = [r.to_dict() for r in results]
+    if a.scores:
+        doc[0]["extra"]["scores"] = _scores(a, syn, protocol, splits, device)
+    write_json(dest, doc)
     print(f"saved {dest}")
     return 0
+
+
+def _scores(a: argparse.Namespace, syn, protocol, splits, device) -> dict:
+    """DD-Ranking's scores of the set for the protocol's first network, printed and returned."""
+    import json
+
+    from .run import run_name
+    from .scores import rank_scores
+
+    model = protocol.models[0]
+    path = Path(a.baseline) if a.baseline else Path("runs") / f"baseline-{run_name(syn.spec.name)}-{model}.json"
+    if not path.is_file():
+        raise ConfigError(f"--scores needs the full-data accuracy of {model} on {syn.spec.name}: run `datadistill "
+                          f"baseline --dataset {syn.spec.name} --model {model}` first (it writes {path}), or give "
+                          "--baseline FILE")
+    try:
+        full = float(json.loads(path.read_text())["test_mean"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not a baseline file of `datadistill baseline` ({e})") from None
+    s = rank_scores(syn, protocol, model, full, test=splits.test, train=splits.train, val=splits.val, device=device,
+                    seed=a.seed, progress=not a.no_progress)
+    print(f"DD-Ranking scores ({model}, protocol {protocol.protocol}, {protocol.runs} runs; full data {full:.2f} %): "
+          + ", ".join(f"{k.upper()} {s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in ("lrs", "ars"))
+          + "; " + ", ".join(f"{k} {s[k]['mean']:+.2f} +- {s[k]['std']:.2f} points"
+                             for k in ("hlr", "ior", "gain_aug", "gain_noaug")))
+    return s
 
 
 def format_table(results) -> str:
@@ -414,12 +557,9 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    syn = _load_set(a.run)
-    if a.format == "grid":
-        print(syn.save_grid(a.dest))
-    else:
-        out = syn.export_imagefolder(a.dest)
-        print(f"{len(syn)} images in {syn.spec.num_classes} class folders under {out}")
+    from .interop import write_set
+
+    print(write_set(_load_set(a.run), a.dest, a.format))
     return 0
 
 
@@ -499,10 +639,12 @@ COMMANDS = {
     "distill": cmd_distill,
     "experts": cmd_experts,
     "difficulty": cmd_difficulty,
+    "teacher": cmd_teacher,
     "evaluate": cmd_evaluate,
     "baseline": cmd_baseline,
     "show": cmd_show,
     "export": cmd_export,
+    "import": cmd_import,
     "datasets": cmd_datasets,
     "nas": cmd_nas,
     "continual": cmd_continual,

@@ -52,6 +52,25 @@ class EvalConfig:
                                  help="train a network's runs together: auto (default: on a GPU), true, false")
     gain: bool = option(False, help="also evaluate a random real subset of the same size and class balance, and "
                                     "report the gain over it")
+    # -- soft labels (train.Objective) and the student's schedule -----------------------------------
+    labels: str = option("auto", choices=("auto", "hard", "teacher"),
+                         help="auto (the set's own labels, hard or soft), hard (arg-max of soft labels) or teacher "
+                              "(every augmented batch labelled by the teacher)")
+    teacher: str | None = option(None, metavar="DIR", help="teacher folder for labels teacher (datadistill teacher)")
+    loss: str = option("ce", choices=("ce", "kl", "soft_ce", "mse_gt"),
+                       help="ce (default), kl (with temperature), soft_ce, or mse_gt (MSE to the targets' logits "
+                            "plus ce_weight x cross-entropy with the ground truth)")
+    temperature: float = option(1.0, help="temperature of kl / soft_ce")
+    ce_weight: float = option(0.0, help="mse_gt: weight of the cross-entropy with the ground truth")
+    mix: str = option("none", choices=("none", "cutmix", "mixup"), help="batch mixing after the augmentation")
+    mix_beta: float = option(1.0, help="Beta(b, b) of the mixing ratio")
+    optimizer: str = option("sgd", choices=("sgd", "adamw"), help="the student's optimizer")
+    schedule: str = option("step", choices=("step", "cosine"),
+                           help="step (x0.1 at half the epochs, default) or cosine")
+    lr_grid: list[float] = option(factory=list, metavar="A,B",
+                                  help="choose the lr from these on the validation split when the set has no "
+                                       "learned lr and lr is not given (e.g. 0.001,0.005,0.01,0.05,0.1)")
+    protocol: str = option("datadistill", help="the name of the protocol these settings are (protocols/*.yaml)")
 
     def __post_init__(self) -> None:
         if isinstance(self.batched, str) and self.batched.lower() in ("true", "false"):  # the command line's
@@ -61,6 +80,11 @@ class EvalConfig:
         if self.epochs is not None:
             return self.epochs
         return 1000 if self.aug == "dsa" else 300
+
+    @property
+    def soft(self) -> bool:
+        """Whether training needs `train.Objective` (teacher labels, a soft-label loss, mixing)."""
+        return self.labels == "teacher" or self.loss != "ce" or self.mix != "none"
 
 
 @dataclass
@@ -166,12 +190,7 @@ def validate(cfg: DistillConfig) -> None:
     for kind, folder in cfg.artifacts.items():
         if not isinstance(folder, str) or not folder:
             raise ConfigError(f"{kind} must be a folder path given as a string, got {folder!r}")
-    if cfg.eval.runs < 0:
-        raise ConfigError(f"eval runs must be >= 0, got {cfg.eval.runs}")
-    if cfg.eval.aug not in ("dsa", "dc", "none"):
-        raise ConfigError(f"unknown eval augmentation {cfg.eval.aug!r}; use dsa, dc or none")
-    if cfg.eval.epochs is not None and cfg.eval.epochs < 1:
-        raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
+    check_protocol(cfg.eval)
     check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
     for switch in ("compile", "channels_last"):
@@ -195,6 +214,26 @@ def preset_files() -> list[str]:
     """The preset files shipped in datadistill/presets, as method names."""
     return sorted(p.name[: -len(".yaml")].replace("_", "-")
                   for p in resources.files("datadistill.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def check_protocol(p: EvalConfig) -> None:
+    """ConfigError for an evaluation protocol whose values cannot run (names the field)."""
+    for name in ("aug", "labels", "loss", "mix", "optimizer", "schedule"):
+        choices = next(f.metadata["choices"] for f in dataclasses.fields(EvalConfig) if f.name == name)
+        if getattr(p, name) not in choices:
+            raise ConfigError(f"eval {name} must be one of {', '.join(choices)}, got {getattr(p, name)!r}")
+    if p.epochs is not None and p.epochs < 1:
+        raise ConfigError(f"eval epochs must be >= 1, got {p.epochs}")
+    if p.runs < 0:
+        raise ConfigError(f"eval runs must be >= 0, got {p.runs}")
+    if not p.temperature > 0:
+        raise ConfigError(f"eval temperature must be > 0, got {p.temperature}")
+    if not p.mix_beta > 0:
+        raise ConfigError(f"eval mix_beta must be > 0, got {p.mix_beta}")
+    if any(not v > 0 for v in p.lr_grid):
+        raise ConfigError(f"eval lr_grid must hold positive learning rates, got {p.lr_grid}")
+    if p.labels == "teacher" and not p.teacher:
+        raise ConfigError("eval labels teacher needs a teacher folder (--teacher DIR, made by `datadistill teacher`)")
 
 
 def load_preset_rules(method: str) -> dict:

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import dist
 from .augment import DEFAULT_STRATEGY, DSA, strategy_for
-from .config import EvalConfig
+from .config import EvalConfig, check_protocol
 from .data import ImageData, load_dataset
 from .data.zca import whiten
 from .errors import ConfigError
@@ -32,7 +32,7 @@ from .nets import make_net
 from .numerics import check_precision
 from .rng import make_generator, resolve_device
 from .synset import SyntheticSet
-from .train import Augment, accuracy, batching_blocker, classification_loss, train_model, train_models
+from .train import Augment, Objective, accuracy, batching_blocker, classification_loss, train_model, train_models
 
 DEFAULT_LR = 0.01
 
@@ -109,6 +109,7 @@ def evaluate(
     test: ImageData | None = None,
     split: str = "test",
     train: ImageData | None = None,
+    val: ImageData | None = None,
     data_root: str | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
@@ -148,12 +149,24 @@ def evaluate(
     and the compilation pays only for long trainings). `channels_last=True`: each network trains
     in the channels-last memory layout, one at a time (train.py; `extra["channels_last"]`; off by
     default). Under torchrun (`dist.active()`) each process trains its share of the runs and every
-    process returns the full result, runs in order; `extra["processes"]` is the number of processes."""
+    process returns the full result, runs in order; `extra["processes"]` is the number of processes.
+
+    Soft labels (`protocol.soft`): `labels="teacher"` labels every augmented (and mixed) batch with
+    the teacher in `protocol.teacher` (a `datadistill teacher` folder); `loss` kl / soft_ce / mse_gt
+    with `temperature` (`train.soft_label_loss`); `mix` cutmix / mixup; `optimizer` adamw and
+    `schedule` cosine for the SRe2L/RDED-style student. Those runs train one after another.
+    `labels="hard"` evaluates a soft-labelled set with the arg-max of its labels.
+
+    `protocol.lr_grid`: when the set carries no learned lr and `lr` is not given, one network per
+    grid value trains on the set and is tested on the validation split `val` (loaded when not given;
+    the test split is not touched), and the best lr is used for the runs; `extra["lr_selection"]`
+    records the grid, the validation accuracies and the choice."""
     if isinstance(protocol, str):
         model, protocol = protocol if model is None else model, None
     p = protocol_with(protocol, settings)
+    check_protocol(p)
     model = model if model is not None else p.models[0]
-    return _evaluate(syn, p, model, test=test, split=split, train=train, data_root=data_root, device=device,
+    return _evaluate(syn, p, model, test=test, split=split, train=train, val=val, data_root=data_root, device=device,
                      seed=seed, model_args=model_args, progress=progress)
 
 
@@ -170,7 +183,7 @@ def protocol_with(protocol: EvalConfig | None, settings: dict) -> EvalConfig:
 
 def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test: ImageData | None, split: str,
               train: ImageData | None, data_root: str | None, device: str | torch.device, seed: int,
-              model_args: dict | None, progress: bool) -> EvalResult:
+              model_args: dict | None, progress: bool, val: ImageData | None = None) -> EvalResult:
     runs, epochs, lr, aug, batched, gain = p.runs, p.epochs, p.lr, p.aug, p.batched, p.gain
     precision, compile, channels_last = p.precision, p.compile, p.channels_last
     if runs < 1:
@@ -180,20 +193,34 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     dev = resolve_device(device)
     check_precision(precision, dev)
     spec = syn.spec
-    if test is None or (gain and train is None):
+    set_lr = syn.lr if isinstance(syn, SyntheticSet) else None
+    grid = p.lr_grid if (p.lr is None and set_lr is None and p.lr_grid) else []
+    if test is None or (gain and train is None) or (grid and val is None):
         splits = load_dataset(spec.name, data_root, image_size=spec.im_size)
         if test is None:
             test = splits.val if split == "val" else splits.test
         if gain and train is None:
             train = splits.train
+        if grid and val is None:
+            val = splits.val
+    if grid:  # choose the lr on the validation split, then evaluate with it
+        choice = _choose_lr(syn, p, model, grid, val=val, data_root=data_root, device=device, seed=seed,
+                            model_args=model_args)
+        result = _evaluate(syn, replace(p, lr=choice["chosen"], lr_grid=[]), model, test=test, split=split,
+                           train=train, data_root=data_root, device=device, seed=seed, model_args=model_args,
+                           progress=progress)
+        result.extra["lr_selection"] = choice
+        return result
     real_test = test
     if isinstance(syn, SyntheticSet):
         if syn.zca is not None:  # the set lives in whitened space: whiten the real test images too
             test = apply_zca(test, syn.zca)
         images, labels = syn.images.detach(), syn.labels.detach()
-        set_lr = syn.lr
     else:
-        images, labels, set_lr = syn.images, syn.labels, None
+        images, labels = syn.images, syn.labels
+    if p.labels == "hard" and labels.ndim == 2:
+        labels = labels.argmax(1)
+    objective = _objective(p, syn, spec, resolve_device(device)) if p.soft else None
     lr = lr if lr is not None else (set_lr if set_lr is not None else DEFAULT_LR)
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
     images, labels = images.to(dev), labels.to(dev)
@@ -205,14 +232,15 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
             for g in gens]
     probe = make_net(model, spec.channels, spec.num_classes, spec.im_size, **(model_args or {})).to(dev)
     flops = flops_of_training(probe, images, labels, p.batch_size, epochs, test_x.shape[0])
-    together, why_not = _batching_choice(batched, nets if nets else [probe], runs, dev, channels_last)
+    together, why_not = _batching_choice(batched, nets if nets else [probe], runs, dev, channels_last, p.soft)
     train_kw = dict(epochs=epochs, lr=lr, batch_size=p.batch_size, momentum=p.momentum, weight_decay=p.weight_decay,
-                    aug=augment, progress=progress, precision=precision, compile=compile)
+                    aug=augment, progress=progress, precision=precision, compile=compile, optimizer=p.optimizer,
+                    schedule=p.schedule)
     if together:
         results = train_models(nets, images, labels, generators=gens, desc=f"eval {model} x{len(nets)} runs", **train_kw)
     else:
         results = [train_model(net, images, labels, generator=g, desc=f"eval {model} run {r + 1}/{runs}",
-                               channels_last=channels_last, **train_kw)
+                               channels_last=channels_last, objective=objective, **train_kw)
                    for r, net, g in zip(mine, nets, gens)]
     done = {r: (accuracy(net, test_x, test_y, precision=precision), res.seconds) for r, net, res in zip(mine, nets, results)}
     for part in dist.all_gather_objects(done):
@@ -231,10 +259,15 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     result.extra["precision"] = precision
     result.extra["compile"] = compile
     result.extra["channels_last"] = channels_last
+    result.extra["protocol"] = p.protocol
+    if p.soft or p.labels != "auto":
+        result.extra["labels"] = {"labels": p.labels, "teacher": p.teacher, "loss": p.loss,
+                                  "temperature": p.temperature, "mix": p.mix, "optimizer": p.optimizer,
+                                  "schedule": p.schedule}
     # the high-water marks after this evaluation: the largest over the processes, so that every
     # process returns the same result
     peaks = dist.all_gather_objects(peak_memory(dev))
-    result.extra.update({k: max(p[k] for p in peaks) for k in peaks[0]})
+    result.extra.update({k: max(q[k] for q in peaks) for k in peaks[0]})
     if gain:
         rand = _evaluate(random_real_subset(syn, train), replace(p, epochs=epochs, lr=lr, gain=False), model,
                          test=real_test, split=split, train=None, data_root=data_root, device=dev, seed=seed,
@@ -246,14 +279,48 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     return result
 
 
+def _objective(p: EvalConfig, syn, spec, device: torch.device) -> Objective:
+    """The soft-label objective of protocol `p` for the set `syn` (the teacher loaded and checked)."""
+    teacher = None
+    if p.labels == "teacher":
+        from .teacher import Teacher
+
+        if isinstance(syn, SyntheticSet) and syn.zca is not None:
+            raise ConfigError("the set is ZCA-whitened and the teacher sees normalized images; evaluate it with its "
+                              "own labels (labels auto) instead of labels teacher")
+        art = Teacher.open(p.teacher)
+        art.check_spec(spec)
+        teacher = art.network(device)
+    return Objective(loss=p.loss, temperature=p.temperature, teacher=teacher, mix=p.mix, mix_beta=p.mix_beta,
+                     ce_weight=p.ce_weight, num_classes=spec.num_classes)
+
+
+def _choose_lr(syn, p: EvalConfig, model: str, grid: list[float], *, val: ImageData, data_root, device, seed: int,
+               model_args) -> dict:
+    """One network per lr of `grid`, each tested on the validation split; the best lr (ties: the first)."""
+    accs = []
+    for lr in grid:
+        r = _evaluate(syn, replace(p, lr=lr, lr_grid=[], runs=1, gain=False), model, test=val, split="val",
+                      train=None, data_root=data_root, device=device, seed=seed + 104729, model_args=model_args,
+                      progress=False)
+        accs.append(r.mean)
+    best = max(range(len(grid)), key=lambda i: (accs[i], -i))
+    return {"grid": list(grid), "val_accuracy": accs, "chosen": grid[best], "split": "val"}
+
+
 def _batching_choice(batched: bool | str, nets: list[torch.nn.Module], runs: int,
-                     device: torch.device, channels_last: bool = False) -> tuple[bool, str]:
+                     device: torch.device, channels_last: bool = False, soft: bool = False) -> tuple[bool, str]:
     """(train the runs together?, why not when not). Decided on the total number of runs, so every
     process of a torchrun group decides alike (a process whose share is one run trains it stacked).
     "auto" batches on a GPU only: on the 2-core CPU, batched training was 0.72x to 0.81x the speed
     of sequential training (benchmarks/results/speed.json and its previous run, quiet machine)."""
     if batched is False:
         return False, "sequential training was asked for (batched=False)"
+    if soft:
+        if batched is True:
+            raise ConfigError("soft-label protocols (teacher labels, soft-label losses, mixing) train one network at "
+                              "a time; drop --batched")
+        return False, "soft-label protocols train one network at a time"
     if channels_last:
         if batched is True:
             raise ConfigError("channels_last trains networks one at a time (stacked runs have no channels-last "

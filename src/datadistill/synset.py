@@ -27,9 +27,8 @@ from .fileio import atomic_path
 
 FORMAT = "datadistill.synset"
 FORMAT_VERSION = "1"
-
-
 RUN_FOLDER_FILE = "synset.safetensors"  # the set's name in a run folder (run/folder.py)
+
 
 @dataclass
 class SyntheticSet:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,6 +59,95 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, labels)
 
 
+LOSSES = ("ce", "kl", "soft_ce", "mse_gt")
+MIXES = ("none", "cutmix", "mixup")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine")
+
+
+def soft_label_loss(logits: Tensor, target_logits: Tensor, hard: Tensor, loss: str, temperature: float = 1.0,
+                    mse_weight: float = 1.0, ce_weight: float = 0.0) -> Tensor:
+    """The soft-label losses of the field's evaluation protocols, against target logits (a teacher's,
+    or the log of stored label distributions), averaged over the batch:
+
+    - ``kl``: T^2 * KL(softmax(t / T) || softmax(s / T)) (knowledge distillation; the T^2 keeps the
+      gradient's scale, Hinton et al. 2015);
+    - ``soft_ce``: -sum softmax(t / T) * log_softmax(s / T);
+    - ``mse_gt``: mse_weight * mean (s - t)^2 + ce_weight * CE(s, hard) (DD-Ranking's MSE-GT loss:
+      the student's logits regressed on the teacher's, plus cross-entropy with the ground truth);
+    - ``ce``: cross-entropy with softmax(t) as the target distribution.
+    """
+    s, t = logits.float(), target_logits.float()
+    if loss == "kl":
+        return F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1), reduction="batchmean",
+                        log_target=True) * temperature ** 2
+    if loss == "soft_ce":
+        return -(F.softmax(t / temperature, 1) * F.log_softmax(s / temperature, 1)).sum(1).mean()
+    if loss == "mse_gt":
+        out = mse_weight * F.mse_loss(s, t)
+        return out + ce_weight * F.cross_entropy(s, hard) if ce_weight else out
+    if loss == "ce":
+        return F.cross_entropy(s, F.softmax(t, 1))
+    raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+@dataclass
+class Objective:
+    """What a minibatch is trained towards, when it is not plain cross-entropy with the set's labels
+    (`classification_loss`): soft-label losses against targets, from a teacher that labels every
+    augmented (and mixed) batch, or from the set's own label distributions; cutmix or mixup of the
+    batch. Every random draw comes from the network's generator."""
+
+    loss: str = "ce"  # LOSSES
+    temperature: float = 1.0
+    teacher: nn.Module | None = None  # relabels each batch after augmentation and mixing
+    mix: str = "none"  # MIXES
+    mix_beta: float = 1.0  # Beta(b, b) of the mixing ratio (cutmix's box area, mixup's weight)
+    mse_weight: float = 1.0
+    ce_weight: float = 0.0
+    num_classes: int = 0
+
+    def targets(self, x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """(the batch after mixing, target logits, hard labels) for one network's batch."""
+        hard = y.argmax(1) if y.ndim == 2 else y
+        dist = y.to(torch.float32) if y.ndim == 2 else F.one_hot(y, self.num_classes).to(torch.float32)
+        if self.mix != "none" and x.shape[0] > 1:
+            x, dist = mix_batch(x, dist, self.mix, self.mix_beta, g)
+        if self.teacher is not None:
+            with torch.no_grad():
+                t = self.teacher(x).float()
+        else:
+            t = dist.clamp_min(1e-12).log()
+        return x, t, hard
+
+    def __call__(self, logits: Tensor, target: Tensor, hard: Tensor) -> Tensor:
+        return soft_label_loss(logits, target, hard, self.loss, self.temperature, self.mse_weight, self.ce_weight)
+
+
+def mix_batch(x: Tensor, dist: Tensor, mix: str, beta: float, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Cutmix (Yun et al. 2019) or mixup (Zhang et al. 2018) of a batch with a permutation of itself:
+    ratio lam ~ Beta(beta, beta); mixup: lam x + (1 - lam) x[perm]; cutmix: a box of area (1 - lam)
+    of the image pasted from x[perm], lam then the kept area's share. Label distributions are mixed
+    with the same weights."""
+    n = x.shape[0]
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    lam = float(np.random.default_rng(seed).beta(beta, beta))
+    perm = torch.randperm(n, generator=g).to(x.device)
+    if mix == "mixup":
+        return lam * x + (1 - lam) * x[perm], lam * dist + (1 - lam) * dist[perm]
+    h, w = x.shape[-2:]
+    cut = math.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = (int(v) for v in torch.randint(0, 2**31 - 1, (2,), generator=g))
+    cy, cx = cy % h, cx % w
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    kept = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    return out, kept * dist + (1 - kept) * dist[perm]
+
+
 def train_model(
     net: nn.Module,
     images: torch.Tensor,
@@ -77,15 +167,26 @@ def train_model(
     precision: str = "fp32",
     compile: bool = False,
     channels_last: bool = False,
+    objective: Objective | None = None,
+    optimizer: str = "sgd",
+    schedule: str = "step",
+    resume: dict | None = None,
+    on_epoch_state: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """SGD with momentum; lr x0.1 at each fraction of `decay_at` of the epochs (the papers' protocol:
     half the epochs). Images and labels must already be on the network's device. Shuffling and
     augmentation draw only from `generator`. `precision` "bf16": forward passes under bf16 autocast
-    (numerics.py). `compile`, `channels_last`: see the module's doc."""
+    (numerics.py). `compile`, `channels_last`: see the module's doc. `objective`: soft-label
+    training (teacher relabelling, KL / soft cross-entropy / MSE, cutmix / mixup; `Objective`).
+    `optimizer` "adamw": AdamW (lr, weight decay; momentum unused) instead of SGD; `schedule`
+    "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2 per epoch instead of the steps at `decay_at`.
+    `on_epoch_state(state)` receives after every epoch what `resume=state` needs to continue from
+    there as if never stopped: the epochs done, the optimizer's state and the generator's state."""
     (res,) = _train(
-        _OneNet(net, compile, channels_last), images, labels, [generator], epochs=epochs, lr=lr, batch_size=batch_size,
-        momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
-        desc=desc, on_epoch_end=on_epoch_end, precision=precision,
+        _OneNet(net, compile, channels_last, objective), images, labels, [generator], epochs=epochs, lr=lr,
+        batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug,
+        progress=progress, desc=desc, on_epoch_end=on_epoch_end, precision=precision, objective=objective,
+        optimizer=optimizer, schedule=schedule, resume=resume, on_epoch_state=on_epoch_state,
     )
     return res
 
@@ -107,6 +208,8 @@ def train_models(
     desc: str = "train",
     precision: str = "fp32",
     compile: bool = False,
+    optimizer: str = "sgd",
+    schedule: str = "step",
 ) -> list[TrainResult]:
     """Train `nets` (same architecture, e.g. N fresh initializations) together; `nets[r]` draws its
     shuffling and augmentation from `generators[r]` exactly as `train_model(nets[r], ...,
@@ -126,7 +229,7 @@ def train_models(
     return _train(
         _StackedNets(nets, compile), images, labels, list(generators), epochs=epochs, lr=lr, batch_size=batch_size,
         momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug, progress=progress,
-        desc=desc, on_epoch_end=None, precision=precision,
+        desc=desc, on_epoch_end=None, precision=precision, optimizer=optimizer, schedule=schedule,
     )
 
 
@@ -156,11 +259,15 @@ class _OneNet:
     """One module trained in place: the loop's N = 1 case, exactly the module's own forward
     (channels_last: in that memory layout while it trains, given back in the default one)."""
 
-    def __init__(self, net: nn.Module, compile: bool = False, channels_last: bool = False) -> None:
+    def __init__(self, net: nn.Module, compile: bool = False, channels_last: bool = False,
+                 objective: Objective | None = None) -> None:
         self.net = net
         self.params = list(net.parameters())
         self.channels_last = channels_last
-        self._loss = _maybe_compile(lambda x, y: classification_loss(net(x), y), compile)
+        if objective is None:
+            self._loss = _maybe_compile(lambda x, y: classification_loss(net(x), y), compile)
+        else:  # y is (target logits, hard labels)
+            self._loss = _maybe_compile(lambda x, y: objective(net(x), *y), compile)
 
     def start(self) -> None:
         self.net.train()
@@ -243,6 +350,11 @@ def _train(
     desc: str,
     on_epoch_end: Callable[[int, nn.Module], None] | None,
     precision: str = "fp32",
+    objective: Objective | None = None,
+    optimizer: str = "sgd",
+    schedule: str = "step",
+    resume: dict | None = None,
+    on_epoch_state: Callable[[dict], None] | None = None,
 ) -> list[TrainResult]:
     """The loop. Network r's minibatches are drawn from `generators[r]` (a permutation per epoch,
     then one augmentation draw per minibatch); the summed per-network losses are minimized by one
@@ -252,16 +364,32 @@ def _train(
     if n == 0:
         raise DistillError("cannot train on an empty set of images")
     check_precision(precision, images.device)
-    opt = torch.optim.SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    milestones = {max(1, int(round(epochs * f))) for f in decay_at if 0 < f < 1}
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(model.params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown lr schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    milestones = {max(1, int(round(epochs * f))) for f in decay_at if 0 < f < 1} if schedule == "step" else set()
+    first = 0
+    if resume is not None:  # one network (train_model): its optimizer and generator where they were
+        first = int(resume["epoch"])
+        opt.load_state_dict(resume["optimizer"])
+        generators[0].set_state(resume["generator"])
     model.start()
     t0 = time.perf_counter()
     steps = 0
     final = [math.nan] * len(generators)
-    for ep in tqdm(range(epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
+    for ep in tqdm(range(first, epochs), desc=desc, disable=not progress, leave=False, unit="ep",
+                   initial=first, total=epochs):
         if ep in milestones:
             for group in opt.param_groups:
                 group["lr"] *= 0.1
+        if schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * ep / epochs))
         perms = [torch.randperm(n, generator=g).to(images.device) for g in generators]
         for start in range(0, n, batch_size):
             xs, ys = [], []
@@ -270,6 +398,9 @@ def _train(
                 x, y = images[idx], labels[idx]
                 if aug is not None:
                     x = aug(x, g)
+                if objective is not None:
+                    x, target, hard = objective.targets(x, y, g)
+                    y = (target, hard)
                 xs.append(x)
                 ys.append(y)
             with autocast(images.device, precision):
@@ -287,6 +418,8 @@ def _train(
                 )
         if on_epoch_end is not None:
             on_epoch_end(ep, model.net)
+        if on_epoch_state is not None:
+            on_epoch_state({"epoch": ep + 1, "optimizer": opt.state_dict(), "generator": generators[0].get_state()})
     model.finish()
     if images.device.type == "cuda":
         torch.cuda.synchronize(images.device)

@@ -34,7 +34,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ...artifacts import Artifact, register_artifact
+from ...artifacts import Artifact, dataset_differences, register_artifact
 from ...augment import DEFAULT_STRATEGY, strategy_for
 from ...config import PRESETS, apply_rules, load_preset_rules, merge_values, option
 from ...data import DatasetSpec
@@ -313,18 +313,7 @@ def check_experts(ex: Experts, dataset_spec: DatasetSpec, model: str, model_args
     with the network `model(**model_args)` and ZCA `zca`, with the command that makes matching ones."""
     directory = ex.directory
     m = ex.manifest
-    theirs = DatasetSpec.from_dict(m["dataset"])
-    diffs = []
-    if theirs.name != dataset_spec.name:
-        diffs.append(f"dataset: experts {theirs.name!r}, this run {dataset_spec.name!r}")
-    pairs = {
-        "channels": (theirs.channels, dataset_spec.channels),
-        "image size": (tuple(theirs.im_size), tuple(dataset_spec.im_size)),
-        "classes": (theirs.num_classes, dataset_spec.num_classes),
-        "normalization mean": (tuple(theirs.mean), tuple(float(v) for v in dataset_spec.mean)),
-        "normalization std": (tuple(theirs.std), tuple(float(v) for v in dataset_spec.std)),
-    }
-    diffs += [f"dataset {k}: experts {a}, this run {b}" for k, (a, b) in pairs.items() if a != b]
+    diffs = dataset_differences(DatasetSpec.from_dict(m["dataset"]), dataset_spec, "experts")
     if str(m["model"]).lower() != str(model).lower():
         diffs.append(f"model: experts {m['model']!r}, this run {model!r}")
     else:

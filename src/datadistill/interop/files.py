@@ -1,0 +1,151 @@
+"""Reading and writing the pieces of a published set: pickled ``.pt`` files (tensors and plain
+containers only), the checks every importer applies to images, labels and a learning rate, and the
+small ``datadistill.json`` note an export leaves beside foreign-format files.
+
+Safety: a ``.pt`` file is read with ``torch.load(weights_only=True)`` and nothing else. The only
+globals allowed beyond torch's own list are numpy's numeric scalar and dtype (the VICO code stores
+its accuracies as numpy floats); anything else a pickle asks for - a class to build, a function to
+call - is refused before it runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..data.base import DatasetSpec
+from ..errors import FormatError
+from ..fileio import atomic_path, write_json
+
+NOTE_FILE = "datadistill.json"  # written by an export: how the images are stored, for the way back
+
+
+def _numpy_number_globals() -> list:
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    allowed = [np.dtype, scalar, (scalar, "numpy.core.multiarray.scalar")]
+    allowed += [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+                if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
+    return allowed
+
+
+def load_pt(path: Path):
+    """The object in a torch file, unpickled with ``weights_only=True`` (see the module docstring)."""
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
+    try:
+        with torch.serialization.safe_globals(_numpy_number_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        asked = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        what = f" ({asked[0]})" if asked else ""
+        raise FormatError(f"{path}: refused: unpickling it needs code beyond tensors and plain containers{what}; "
+                          f"datadistill reads .pt files with torch.load(weights_only=True) only") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FormatError(f"{path}: not a readable torch file ({first})") from None
+
+
+def save_pt(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def images_tensor(x, spec: DatasetSpec, path: Path) -> torch.Tensor:
+    """`x` checked as float images (N, C, H, W) of the dataset's channels and size, as float32."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise FormatError(f"{path}: expected a float image tensor, found {_kind(x)}")
+    if x.ndim != 4:
+        raise FormatError(f"{path}: images must be (N, C, H, W), found shape {tuple(x.shape)}")
+    want = (spec.channels, *spec.im_size)
+    if tuple(x.shape[1:]) != want:
+        raise FormatError(f"{path}: images are {'x'.join(map(str, x.shape[1:]))} (C x H x W) but {spec.name} images "
+                          f"are {'x'.join(map(str, want))}; give the dataset the set was distilled from")
+    if x.shape[0] == 0:
+        raise FormatError(f"{path}: holds no images")
+    if not torch.isfinite(x).all():
+        raise FormatError(f"{path}: images hold NaN or infinite values")
+    return x.detach().float().contiguous()
+
+
+def hard_labels(y, n: int, spec: DatasetSpec, path: Path) -> torch.Tensor:
+    """`y` checked as n integer class labels in [0, K)."""
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise FormatError(f"{path}: expected an integer label tensor, found {_kind(y)}")
+    y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
+    if y.ndim != 1 or y.shape[0] != n:
+        raise FormatError(f"{path}: {n} images but labels of shape {tuple(y.shape)}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= spec.num_classes:
+        raise FormatError(f"{path}: labels span {lo}..{hi} but {spec.name} has {spec.num_classes} classes "
+                          f"(0..{spec.num_classes - 1})")
+    return y.long().contiguous()
+
+
+def soft_labels_from_logits(y, n: int, spec: DatasetSpec, path: Path) -> torch.Tensor:
+    """`y` checked as (n, K) label logits; returned as softmax probabilities (the set stores those)."""
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise FormatError(f"{path}: expected float soft labels (N, K), found {_kind(y)}")
+    if y.ndim != 2 or y.shape[0] != n:
+        raise FormatError(f"{path}: {n} images but soft labels of shape {tuple(y.shape)}")
+    if y.shape[1] != spec.num_classes:
+        raise FormatError(f"{path}: soft labels have {y.shape[1]} classes but {spec.name} has {spec.num_classes}")
+    if not torch.isfinite(y).all():
+        raise FormatError(f"{path}: soft labels hold NaN or infinite values")
+    return torch.softmax(y.detach().float(), dim=1).contiguous()
+
+
+def logits_of(probs: torch.Tensor) -> torch.Tensor:
+    """Logits whose softmax is `probs` (log-probabilities; a zero becomes log 1e-30)."""
+    return probs.detach().float().cpu().clamp_min(1e-30).log().contiguous()
+
+
+def class_ordered_labels(n: int, spec: DatasetSpec, path: Path) -> torch.Tensor:
+    """The labels a class-ordered tensor implies: n / K images of class 0, then of class 1, ..."""
+    k = spec.num_classes
+    if n % k:
+        raise FormatError(f"{path}: {n} images cannot be {k} classes of equal size in class order "
+                          f"({spec.name} has {k} classes)")
+    return torch.arange(k).repeat_interleave(n // k)
+
+
+def learning_rate(obj, path: Path) -> float:
+    """A learned learning rate saved as a one-element tensor or a plain number."""
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1 and obj.is_floating_point():
+        v = float(obj.detach().reshape(()))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        v = float(obj)
+    else:
+        raise FormatError(f"{path}: expected a learning rate (a number or a one-element float tensor), found {_kind(obj)}")
+    if not math.isfinite(v) or v <= 0:
+        raise FormatError(f"{path}: learning rate {v} is not a positive number")
+    return v
+
+
+def read_note(folder: Path) -> dict | None:
+    """The note a datadistill export left in `folder`, or None."""
+    p = folder / NOTE_FILE
+    if not p.is_file():
+        return None
+    try:
+        note = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{p}: not readable JSON ({e})") from None
+    if not isinstance(note, dict) or "images" not in note:
+        raise FormatError(f"{p}: not a datadistill export note (no 'images' field)")
+    return note
+
+
+def write_note(folder: Path, fmt: str, spec: DatasetSpec, space: str) -> None:
+    write_json(folder / NOTE_FILE, {"written_by": f"datadistill {__version__}", "format": fmt,
+                                    "dataset": spec.name, "images": space})
+
+
+def _kind(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return f"a {type(x).__name__}"
