@@ -73,7 +73,7 @@ def run_one(spec: dict) -> dict:
     res = run_distillation(cfg, None, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
     ev_kw = dict(model=cfg.eval.models[0], runs=spec.get("eval_runs", 3), epochs=cfg.eval.resolved_epochs(),
                  lr=cfg.eval.lr, aug=cfg.eval.aug, test=data.test, device=cfg.device, seed=cfg.seed,
-                 dsa_strategy=cfg.eval.dsa_strategy, progress=False, **cfg.eval.switches())
+                 progress=False, **cfg.eval.dsa_options(), **cfg.eval.switches())
     t0 = time.perf_counter()
     ev = evaluate(res.synset, **ev_kw)
     out = {

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-channels-last", action="store_true", default=None,
                    help="train the evaluation's networks in the channels-last memory layout, one at a time "
                         "(off by default; slower on the CPUs measured, docs/speed.md)")
+    p.add_argument("--dsa-digit-rule", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop flip from DSA on digit datasets (mnist/svhn names; default); --no-dsa-digit-rule: the strategy as given, as the reference code")
     p.add_argument("--opt", type=_kv, action="append", default=[], metavar="KEY=VALUE", help="a method-specific option (repeatable)")
     p.add_argument("--experts", default=None, metavar="DIR", help="expert trajectories for --method mtt or pad (made by `datadistill experts`)")
     p.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the set's learned lr, else 0.01)")
     p.add_argument("--aug", choices=["dsa", "dc", "none"], default="dsa",
                    help="training augmentation: dsa (default), dc (the DC paper's, MNIST family only) or none")
+    p.add_argument("--dsa-digit-rule", action=argparse.BooleanOptionalAction, default=True,
+                   help="drop flip from DSA on digit datasets (mnist/svhn names; default); --no-dsa-digit-rule: the strategy as given, as the reference code")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["test", "val"], default="test", help="test (default) or the validation split")
     p.add_argument("--gain", action="store_true",
@@ -207,7 +211,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .runner import default_out, run_distillation
 
     ev = {"runs": a.eval_runs, "epochs": a.eval_epochs, "precision": a.eval_precision, "compile": a.eval_compile,
-          "channels_last": a.eval_channels_last}
+          "channels_last": a.eval_channels_last, "dsa_digit_rule": a.dsa_digit_rule}
     if a.eval_models:
         ev["models"] = [m.strip() for m in a.eval_models.split(",") if m.strip()]
     cfg = resolve_config(
@@ -215,6 +219,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
         model=a.model, lr_img=a.lr_img, batch_real=a.batch_real, image_size=a.image_size,
         checkpoint_every=a.checkpoint_every, val_every=a.val_every, device=a.device, data_root=a.data_root,
         method_args=dict(a.opt) or None, eval=ev, experts=a.experts, zca=a.zca, precision=a.precision,
+        dsa_digit_rule=a.dsa_digit_rule,
     )
     out = Path(a.out) if a.out else default_out(cfg)
     res = run_distillation(cfg, out, progress=not a.no_progress)  # joins torchrun's process group, if any
@@ -302,7 +307,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                      device=device, seed=a.seed, progress=not a.no_progress,
                      gain=a.gain, train=splits.train if a.gain else None,
                      batched="auto" if a.batched is None else a.batched, precision=a.precision,
-                     compile=a.compile, channels_last=a.channels_last)
+                     compile=a.compile, channels_last=a.channels_last, dsa_digit_rule=a.dsa_digit_rule)
         results.append(r)
         if main_process:
             print(r.summary(), file=sys.stderr)

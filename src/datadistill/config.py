@@ -41,6 +41,7 @@ class EvalConfig:
     weight_decay: float = 5e-4
     aug: str = "dsa"  # dsa | none
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    dsa_digit_rule: bool = True  # drop flip on digit datasets (augment.strategy_for); False: as given (the reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
     compile: bool = False  # torch.compile each training step's forward and loss (train.py)
     channels_last: bool = False  # train in the channels-last memory layout, one run at a time (train.py)
@@ -49,6 +50,10 @@ class EvalConfig:
         """The training loop's switches as `evaluate` keyword arguments (precision, compile,
         channels_last): what every evaluation of a run passes on."""
         return {"precision": self.precision, "compile": self.compile, "channels_last": self.channels_last}
+
+    def dsa_options(self) -> dict:
+        """The evaluation augmentation's DSA settings as `evaluate` keyword arguments."""
+        return {"dsa_strategy": self.dsa_strategy, "dsa_digit_rule": self.dsa_digit_rule}
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -78,6 +83,7 @@ class DistillConfig:
     momentum_img: float = 0.5
     batch_real: int = 256
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # "none" switches DSA off
+    dsa_digit_rule: bool = True  # drop flip on digit datasets (augment.strategy_for); False: as given (the reference)
     checkpoint_every: int = 50
     val_every: int = 0  # 0: validate only at the end
     val_epochs: int = 300
@@ -139,9 +145,11 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
     check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
-    for switch in ("compile", "channels_last"):
+    for switch in ("compile", "channels_last", "dsa_digit_rule"):
         if not isinstance(getattr(cfg.eval, switch), bool):
             raise ConfigError(f"eval {switch} must be true or false, got {getattr(cfg.eval, switch)!r}")
+    if not isinstance(cfg.dsa_digit_rule, bool):
+        raise ConfigError(f"dsa_digit_rule must be true or false, got {cfg.dsa_digit_rule!r}")
 
 
 def load_preset_rules(method: str) -> dict:

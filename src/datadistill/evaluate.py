@@ -61,12 +61,15 @@ class EvalResult:
         )
 
 
-def make_augment(aug: str, dataset: str, strategy: str = "color_crop_cutout_flip_scale_rotate") -> Augment | None:
-    """The training-time augmentation of the evaluation protocol, as a callable (x, generator) -> x."""
+def make_augment(aug: str, dataset: str, strategy: str = "color_crop_cutout_flip_scale_rotate",
+                 digit_rule: bool = True) -> Augment | None:
+    """The training-time augmentation of the evaluation protocol, as a callable (x, generator) -> x.
+    `digit_rule`: drop flip on digit datasets (`augment.strategy_for`; False: the strategy as given,
+    the reference code's augmentation)."""
     if aug == "none":
         return None
     if aug == "dsa":
-        dsa = DSA(strategy_for(dataset, strategy))
+        dsa = DSA(strategy_for(dataset, strategy, digit_rule))
         return lambda x, g: dsa(x, dsa.sample(x.shape[0], g, siamese=False))
     if aug == "dc":  # the DC paper's non-differentiable augmentation; MNIST family only, else none
         from .augment_eval import dc_augment_for
@@ -104,6 +107,7 @@ def evaluate(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+    dsa_digit_rule: bool = True,
     model_args: dict | None = None,
     progress: bool = True,
     gain: bool = False,
@@ -116,7 +120,8 @@ def evaluate(
     """Train `runs` fresh `model`s on `syn` and test each once on `test` (default: the real test
     split of the set's dataset; `split="val"` for the validation split, which is what anything that
     selects must use). `epochs` None: 1000 with DSA, 300 without (the papers' protocol). `lr` None:
-    the set's learned lr if it carries one, else 0.01.
+    the set's learned lr if it carries one, else 0.01. `dsa_digit_rule` False: DSA applies
+    `dsa_strategy` as given on digit datasets too (the reference code; `make_augment`).
 
     `gain=True` (DD-Ranking style) also evaluates, under the identical protocol (model, runs,
     seeds, epochs, lr, augmentation, test split), a random subset of the real training split `train`
@@ -162,7 +167,7 @@ def evaluate(
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
     images, labels = images.to(dev), labels.to(dev)
     test_x, test_y = test.images.to(dev), test.labels.to(dev)
-    augment = make_augment(aug, spec.name, dsa_strategy)
+    augment = make_augment(aug, spec.name, dsa_strategy, dsa_digit_rule)
     mine = dist.shard(list(range(runs)))  # all runs without a process group
     gens = [make_generator(seed, "evaluate", model, r) for r in mine]
     nets = [make_net(model, spec.channels, spec.num_classes, spec.im_size, generator=g, **(model_args or {})).to(dev)
@@ -202,11 +207,14 @@ def evaluate(
     result.extra["precision"] = precision
     result.extra["compile"] = compile
     result.extra["channels_last"] = channels_last
+    if aug == "dsa":
+        result.extra["dsa_strategy"] = strategy_for(spec.name, dsa_strategy, dsa_digit_rule)
     if gain:
         rand = evaluate(
             random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
             test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
-            weight_decay=weight_decay, dsa_strategy=dsa_strategy, model_args=model_args, progress=progress,
+            weight_decay=weight_decay, dsa_strategy=dsa_strategy, dsa_digit_rule=dsa_digit_rule,
+            model_args=model_args, progress=progress,
             batched=batched, precision=precision, compile=compile, channels_last=channels_last,
         )
         result.extra.update(

@@ -261,8 +261,8 @@ def run_distillation(
             res = evaluate(
                 syn, model=model, runs=cfg.eval.runs, epochs=cfg.eval.resolved_epochs(), lr=cfg.eval.lr,
                 aug=cfg.eval.aug, test=data.test, device=device, seed=cfg.seed, batch_size=cfg.eval.batch_size,
-                momentum=cfg.eval.momentum, weight_decay=cfg.eval.weight_decay, dsa_strategy=cfg.eval.dsa_strategy,
-                progress=progress, **cfg.eval.switches(),
+                momentum=cfg.eval.momentum, weight_decay=cfg.eval.weight_decay, progress=progress,
+                **cfg.eval.dsa_options(), **cfg.eval.switches(),
             )
             result.evals.append(res)
             log(res.summary())
@@ -278,7 +278,7 @@ def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device
     """Accuracy on the validation split (never the test split) of one network trained on `syn`."""
     res = evaluate(
         syn, model=cfg.model, runs=1, epochs=cfg.val_epochs, aug=cfg.eval.aug, test=data.val, split="val",
-        device=device, seed=cfg.seed + 7919, batch_size=cfg.eval.batch_size, dsa_strategy=cfg.eval.dsa_strategy,
-        model_args=cfg.model_args, progress=False, **cfg.eval.switches(),
+        device=device, seed=cfg.seed + 7919, batch_size=cfg.eval.batch_size, model_args=cfg.model_args,
+        progress=False, **cfg.eval.dsa_options(), **cfg.eval.switches(),
     )
     return res.mean
