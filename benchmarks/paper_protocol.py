@@ -36,7 +36,8 @@ Usage (run from a pinned worktree, one stream, one thread):
     python benchmarks/paper_protocol.py --smoke                      # a minute: tiny budgets, same code
                                                                      # path, written to paper_protocol_smoke.json
 Options: --data-root DIR (default $DATADISTILL_DATA or ../shared/data), --gpu (row 6 only, for
-benchmarks/gpu.sh), --out FILE (results file; default results/paper_protocol.json).
+benchmarks/gpu.sh; results/paper_protocol_gpu.json), --dataset NAME (the GPU row's dataset
+instead of MNIST: gpu.sh's dry run uses the embedded mnist-5k), --out FILE (the results file).
 """
 from __future__ import annotations
 
@@ -66,19 +67,25 @@ PAPER_SOURCE = {
     "dm": "Zhao & Bilen, Dataset Condensation with Distribution Matching, WACV 2023, Table 1",
 }
 FLIP_RULES = {"digits": "digit rule (flip dropped, our default)", "as_given": "flip kept (the reference code)"}
-# --smoke: the same code path with tiny budgets; its numbers mean nothing
+# --smoke: the same code path with tiny budgets; its numbers mean nothing (the evaluation trains
+# and tests an MLP: a ConvNet's test pass alone is most of a smoke row's time on a CPU)
 SMOKE = {"iterations": 2, "batch_real": 8, "val_every": 0, "val_epochs": 1, "checkpoint_every": 1,
-         "model_args": {"width": 8, "depth": 1}, "eval": {"epochs": 2}}
+         "model_args": {"width": 8, "depth": 1}, "eval": {"epochs": 2, "models": ["mlp"]}}
 SMOKE_RUNS = 2
 
 
-def plan(data_root: str, smoke: bool, gpu: bool) -> list[dict]:
+def plan(data_root: str, smoke: bool, gpu: bool, gpu_dataset: str | None = None) -> list[dict]:
+    """The rows; `gpu_dataset` replaces MNIST in the GPU row (gpu.sh's dry run: the embedded
+    mnist-5k, offline), compared with MNIST's paper number."""
     base = {"job": "paper", "preset": "paper", "data_root": data_root, "smoke": smoke}
     rows = []
     for dataset in ("mnist", "fashion_mnist"):
         rows += [{**base, "method": "dsa", "dataset": dataset, "ipc": 1, "flip": rule} for rule in FLIP_RULES]
         rows.append({**base, "method": "dc", "dataset": dataset, "ipc": 1})
-    rows.append({**base, "method": "dm", "dataset": "mnist", "ipc": 10, "flip": "digits", "gpu": True})
+    dm = {**base, "method": "dm", "dataset": "mnist", "ipc": 10, "flip": "digits", "gpu": True}
+    if gpu_dataset and gpu_dataset != "mnist":
+        dm.update(dataset=gpu_dataset, paper_dataset="mnist")
+    rows.append(dm)
     return [r for r in rows if bool(r.get("gpu")) == gpu]
 
 
@@ -122,7 +129,8 @@ def job_paper(job: dict) -> dict:
     out = run_one({"method": job["method"], "dataset": job["dataset"], "ipc": job["ipc"], "preset": "paper",
                    "overrides": over, "eval_runs": runs, "eval_init": False, "data_root": job["data_root"],
                    "out": folder})
-    paper = PAPER[(job["method"], job["dataset"], job["ipc"])]
+    paper = PAPER[(job["method"], job.get("paper_dataset", job["dataset"]), job["ipc"])]
+    its = _iteration_seconds(folder)
     acc = out["accuracy"]
     cfg = out["config"]
     out.update(
@@ -133,11 +141,26 @@ def job_paper(job: dict) -> dict:
         paper={"mean": paper[0], "std": paper[1], "n": PAPER_N, "source": PAPER_SOURCE[job["method"]]},
         difference=acc["mean"] - paper[0], welch=welch(acc, paper),
         eval_seconds=out["eval"]["seconds_per_run_with_test"] * acc["runs"],
+        # a resumed row: distill_seconds is this process's part; the iterations' own seconds
+        # (metrics.jsonl, every session) add up to the whole distillation without validations
+        iteration_seconds_all_sessions=sum(its) if its else None, iterations_timed=len(its),
         seconds=time.perf_counter() - t0, peak_rss_mb=rss_mb(),
         torch_threads=torch.get_num_threads(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
         loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()),
     )
     return out
+
+
+def _iteration_seconds(folder: str | None) -> list[float]:
+    import json
+
+    from common import REPO
+
+    path = REPO / folder / "metrics.jsonl" if folder else None
+    if path is None or not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["seconds"] for r in rows if "seconds" in r and "loss" in r]
 
 
 def _strategy(dataset: str, strategy: str, digit_rule: bool) -> str:
@@ -171,7 +194,8 @@ def main(argv: list[str]) -> None:
     if not (len(argv) > 2 and argv[1] == "--one") and not Path(data_root).is_dir():
         print(f"error: data root {data_root} is not a folder (--data-root DIR or $DATADISTILL_DATA)", file=sys.stderr)
         sys.exit(2)
-    run_jobs(NAME, plan(data_root, smoke, gpu), {"paper": job_paper}, argv,
+    gpu_dataset = argv[argv.index("--dataset") + 1] if "--dataset" in argv else None
+    run_jobs(NAME, plan(data_root, smoke, gpu, gpu_dataset), {"paper": job_paper}, argv,
              label_keys=("method", "dataset", "ipc", "flip"), dest=dest,
              extra=lambda rows: {"smoke": smoke, "paper_n": PAPER_N, "summary": summary(rows)})
 
