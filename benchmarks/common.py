@@ -76,7 +76,7 @@ def run_one(spec: dict) -> dict:
     res = run_distillation(cfg, out_dir, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
     ev_kw = dict(model=cfg.eval.models[0], runs=spec.get("eval_runs", 3), epochs=cfg.eval.resolved_epochs(),
                  lr=cfg.eval.lr, aug=cfg.eval.aug, test=data.test, device=cfg.device, seed=cfg.seed,
-                 progress=False, **cfg.eval.dsa_options(), **cfg.eval.switches())
+                 progress=False, **cfg.eval.aug_options(), **cfg.eval.switches())
     t0 = time.perf_counter()
     ev = evaluate(res.synset, **ev_kw)
     out = {

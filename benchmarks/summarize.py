@@ -263,22 +263,23 @@ def paper_protocol_table(doc: dict) -> str:
     lines = [f"`{doc['command']}`{' (SMOKE: tiny budgets, numbers meaningless)' if doc.get('smoke') else ''}; "
              f"paper n = {doc.get('paper_n', 100)} models; each row's run in its last column", "",
              "| method | dataset | IPC | DSA flip | ours, test acc. % | paper % | ours − paper | Welch p | iterations | "
-             "distillation h | evaluation s | peak MiB | threads, load | run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "distillation h | evaluation s | peak MiB | threads, load | also measured | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         if "error" in r:
             sp = r["spec"]
             lines.append(f"| {sp['method']} | {sp['dataset']} | {sp['ipc']} | {flip.get(sp.get('flip'), '?')} | "
-                         f"failed: {r['error']} ||||||||||")
+                         f"failed: {r['error']} |||||||||||")
             continue
         p = r["welch"].get("p")
         secs = r.get("iteration_seconds_all_sessions") or r["distill_seconds"]
         load = r.get("loadavg_before") or [float("nan")]
+        also = f"DC rotation as the reference (spline): {acc(r['accuracy_dc_spline'])}" if r.get("accuracy_dc_spline") else "–"
         lines.append(
             f"| {r['method']} | {r['dataset']} | {r['ipc']} | {flip.get(r.get('flip'), '?')} | {acc(r['accuracy'])} | "
             f"{r['paper']['mean']:.1f} ± {r['paper']['std']:.1f} | {r['difference']:+.2f} | "
             f"{'–' if p is None else f'{p:.2g}'} | {r['iterations']} | {secs / 3600:.2f} | {r['eval_seconds']:.0f} | "
-            f"{r['peak_memory_mb']:.0f} | {r['torch_threads']}, {load[0]:.1f} | {provenance(r, doc)} |")
+            f"{r['peak_memory_mb']:.0f} | {r['torch_threads']}, {load[0]:.1f} | {also} | {provenance(r, doc)} |")
     return "\n".join(lines)
 
 

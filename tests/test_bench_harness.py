@@ -147,4 +147,5 @@ def test_paper_protocol_table_shows_ours_beside_the_paper():
     line = next(x for x in out.splitlines() if x.startswith("| dsa |"))
     assert "kept (reference)" in line and "87.50 ± 0.40 (n=5)" in line and "88.7 ± 0.6" in line
     assert "| -1.20 | 0.00031 |" in line and "| 2.00 |" in line  # the hours add every session's iterations
+    assert "| 1, 2.0 | – |" in line
     assert "| dc | mnist | 1 | – | failed: exit status 1" in out

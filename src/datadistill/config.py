@@ -42,6 +42,7 @@ class EvalConfig:
     aug: str = "dsa"  # dsa | none
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     dsa_digit_rule: bool = True  # drop flip on digit datasets (augment.strategy_for); False: as given (the reference)
+    dc_rotate: str = "bilinear"  # aug dc's rotation: bilinear | spline (the reference's scipy spline; augment_eval)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; numerics.py)
     compile: bool = False  # torch.compile each training step's forward and loss (train.py)
     channels_last: bool = False  # train in the channels-last memory layout, one run at a time (train.py)
@@ -51,9 +52,9 @@ class EvalConfig:
         channels_last): what every evaluation of a run passes on."""
         return {"precision": self.precision, "compile": self.compile, "channels_last": self.channels_last}
 
-    def dsa_options(self) -> dict:
-        """The evaluation augmentation's DSA settings as `evaluate` keyword arguments."""
-        return {"dsa_strategy": self.dsa_strategy, "dsa_digit_rule": self.dsa_digit_rule}
+    def aug_options(self) -> dict:
+        """The evaluation augmentation's settings as `evaluate` keyword arguments (besides `aug`)."""
+        return {"dsa_strategy": self.dsa_strategy, "dsa_digit_rule": self.dsa_digit_rule, "dc_rotate": self.dc_rotate}
 
     def resolved_epochs(self) -> int:
         if self.epochs is not None:
@@ -141,6 +142,8 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"eval runs must be >= 0, got {cfg.eval.runs}")
     if cfg.eval.aug not in ("dsa", "dc", "none"):
         raise ConfigError(f"unknown eval augmentation {cfg.eval.aug!r}; use dsa, dc or none")
+    if cfg.eval.dc_rotate not in ("bilinear", "spline"):
+        raise ConfigError(f"unknown eval dc_rotate {cfg.eval.dc_rotate!r}; use bilinear or spline")
     if cfg.eval.epochs is not None and cfg.eval.epochs < 1:
         raise ConfigError(f"eval epochs must be >= 1, got {cfg.eval.epochs}")
     check_precision(cfg.precision)

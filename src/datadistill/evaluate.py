@@ -62,10 +62,11 @@ class EvalResult:
 
 
 def make_augment(aug: str, dataset: str, strategy: str = "color_crop_cutout_flip_scale_rotate",
-                 digit_rule: bool = True) -> Augment | None:
+                 digit_rule: bool = True, dc_rotate: str = "bilinear") -> Augment | None:
     """The training-time augmentation of the evaluation protocol, as a callable (x, generator) -> x.
     `digit_rule`: drop flip on digit datasets (`augment.strategy_for`; False: the strategy as given,
-    the reference code's augmentation)."""
+    the reference code's augmentation). `dc_rotate`: the DC augmentation's rotation, "bilinear" or
+    "spline" (the reference's; `augment_eval.DCAugment`)."""
     if aug == "none":
         return None
     if aug == "dsa":
@@ -74,7 +75,7 @@ def make_augment(aug: str, dataset: str, strategy: str = "color_crop_cutout_flip
     if aug == "dc":  # the DC paper's non-differentiable augmentation; MNIST family only, else none
         from .augment_eval import dc_augment_for
 
-        return dc_augment_for(dataset)
+        return dc_augment_for(dataset, dc_rotate)
     raise ConfigError(f"unknown evaluation augmentation {aug!r}; use dsa, dc or none")
 
 
@@ -108,6 +109,7 @@ def evaluate(
     weight_decay: float = 5e-4,
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
     dsa_digit_rule: bool = True,
+    dc_rotate: str = "bilinear",
     model_args: dict | None = None,
     progress: bool = True,
     gain: bool = False,
@@ -121,7 +123,8 @@ def evaluate(
     split of the set's dataset; `split="val"` for the validation split, which is what anything that
     selects must use). `epochs` None: 1000 with DSA, 300 without (the papers' protocol). `lr` None:
     the set's learned lr if it carries one, else 0.01. `dsa_digit_rule` False: DSA applies
-    `dsa_strategy` as given on digit datasets too (the reference code; `make_augment`).
+    `dsa_strategy` as given on digit datasets too (the reference code; `make_augment`);
+    `dc_rotate` "spline": the DC augmentation rotates as the reference (scipy's cubic spline).
 
     `gain=True` (DD-Ranking style) also evaluates, under the identical protocol (model, runs,
     seeds, epochs, lr, augmentation, test split), a random subset of the real training split `train`
@@ -167,7 +170,7 @@ def evaluate(
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
     images, labels = images.to(dev), labels.to(dev)
     test_x, test_y = test.images.to(dev), test.labels.to(dev)
-    augment = make_augment(aug, spec.name, dsa_strategy, dsa_digit_rule)
+    augment = make_augment(aug, spec.name, dsa_strategy, dsa_digit_rule, dc_rotate)
     mine = dist.shard(list(range(runs)))  # all runs without a process group
     gens = [make_generator(seed, "evaluate", model, r) for r in mine]
     nets = [make_net(model, spec.channels, spec.num_classes, spec.im_size, generator=g, **(model_args or {})).to(dev)
@@ -209,12 +212,14 @@ def evaluate(
     result.extra["channels_last"] = channels_last
     if aug == "dsa":
         result.extra["dsa_strategy"] = strategy_for(spec.name, dsa_strategy, dsa_digit_rule)
+    if aug == "dc":
+        result.extra["dc_rotate"] = dc_rotate
     if gain:
         rand = evaluate(
             random_real_subset(syn, train), model=model, runs=runs, epochs=epochs, lr=lr, aug=aug,
             test=real_test, split=split, device=dev, seed=seed, batch_size=batch_size, momentum=momentum,
             weight_decay=weight_decay, dsa_strategy=dsa_strategy, dsa_digit_rule=dsa_digit_rule,
-            model_args=model_args, progress=progress,
+            dc_rotate=dc_rotate, model_args=model_args, progress=progress,
             batched=batched, precision=precision, compile=compile, channels_last=channels_last,
         )
         result.extra.update(

@@ -262,7 +262,7 @@ def run_distillation(
                 syn, model=model, runs=cfg.eval.runs, epochs=cfg.eval.resolved_epochs(), lr=cfg.eval.lr,
                 aug=cfg.eval.aug, test=data.test, device=device, seed=cfg.seed, batch_size=cfg.eval.batch_size,
                 momentum=cfg.eval.momentum, weight_decay=cfg.eval.weight_decay, progress=progress,
-                **cfg.eval.dsa_options(), **cfg.eval.switches(),
+                **cfg.eval.aug_options(), **cfg.eval.switches(),
             )
             result.evals.append(res)
             log(res.summary())
@@ -279,6 +279,6 @@ def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device
     res = evaluate(
         syn, model=cfg.model, runs=1, epochs=cfg.val_epochs, aug=cfg.eval.aug, test=data.val, split="val",
         device=device, seed=cfg.seed + 7919, batch_size=cfg.eval.batch_size, model_args=cfg.model_args,
-        progress=False, **cfg.eval.dsa_options(), **cfg.eval.switches(),
+        progress=False, **cfg.eval.aug_options(), **cfg.eval.switches(),
     )
     return res.mean

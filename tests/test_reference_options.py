@@ -1,5 +1,6 @@
-"""The DSA departure from the reference code (the digit no-flip rule) as an option (issue 23): config fields for the
-distillation and the evaluation, the CLI flag, and the methods and evaluation using them."""
+"""The augmentation's departures from the reference code (VICO-UoE/DatasetCondensation) as options
+(issue 23): DSA's digit no-flip rule (config fields for the distillation and the evaluation, the
+CLI flag, the methods and the evaluation using them) and the DC augmentation's rotation."""
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,8 @@ def test_evaluation_follows_its_own_fields():
     assert aug is not None
     cfg = resolve_config("dsa", "mnist", 1, "paper", eval={"dsa_digit_rule": False})
     assert cfg.dsa_digit_rule and not cfg.eval.dsa_digit_rule  # distillation and evaluation are separate
-    assert cfg.eval.dsa_options() == {"dsa_strategy": "color_crop_cutout_flip_scale_rotate", "dsa_digit_rule": False}
+    assert cfg.eval.aug_options() == {"dsa_strategy": "color_crop_cutout_flip_scale_rotate", "dsa_digit_rule": False,
+                                      "dc_rotate": "bilinear"}
     data = digits_splits()
     kw = dict(model="convnet", runs=1, epochs=1, aug="dsa", test=data.test, device="cpu", progress=False,
               model_args={"width": 8, "depth": 1})
@@ -69,3 +71,29 @@ def test_cli_flag_reaches_both_configs(tmp_path, monkeypatch):
     assert seen["cfg"].dsa_digit_rule is False and seen["cfg"].eval.dsa_digit_rule is False
     assert main(["distill", "--method", "dsa", "--ipc", "1", "--out", str(tmp_path / "r")]) == 2
     assert seen["cfg"].dsa_digit_rule is True and seen["cfg"].eval.dsa_digit_rule is True
+
+
+def test_dc_spline_rotation_is_scipys_centre_window():
+    import numpy as np
+    from scipy.ndimage import rotate as nd_rotate
+
+    from datadistill.augment_eval import DCAugment, _rotate, _rotate_spline
+
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    degrees = torch.tensor([30, -12, 44])
+    got = _rotate_spline(x, degrees, 0.25)
+    for i, d in enumerate(degrees.tolist()):
+        r = nd_rotate(x[i].numpy(), angle=d, axes=(-2, -1), cval=0.25)
+        top, left = (r.shape[-2] - 28) // 2, (r.shape[-1] - 28) // 2
+        np.testing.assert_allclose(got[i].numpy(), r[:, top:top + 28, left:left + 28], rtol=1e-5, atol=1e-5)
+    bilinear = _rotate(x, degrees, 0.25)
+    assert (got - bilinear).abs().max() > 1e-2  # a different resampling
+    aug = make_augment("dc", "mnist", dc_rotate="spline")
+    assert isinstance(aug, DCAugment) and aug.rotate_mode == "spline"
+    assert make_augment("dc", "mnist").rotate_mode == "bilinear"  # the default stays
+    g = torch.Generator().manual_seed(4)
+    assert aug(x, g).shape == x.shape
+    with pytest.raises(ConfigError, match="rotation"):
+        DCAugment(rotate_mode="cubic")
+    with pytest.raises(ConfigError, match="dc_rotate"):
+        resolve_config("dc", "mnist", 1, "paper", eval={"dc_rotate": "cubic"})
