@@ -47,7 +47,10 @@ from .synset import SyntheticSet
 
 CHECKPOINT_FORMAT = "datadistill.checkpoint/1"
 # Settings that may differ when resuming: they do not change the synthetic set's trajectory.
-RESUMABLE_CHANGES = {"iterations", "eval", "device", "val_every", "val_epochs", "checkpoint_every", "data_root"}
+# settings a resumed run may change; `sources` is the presets' citation text, which documents the
+# settings rather than being one (a reworded preset must not strand a run of hours)
+RESUMABLE_CHANGES = {"iterations", "eval", "device", "val_every", "val_epochs", "checkpoint_every", "data_root",
+                     "sources"}
 
 
 @dataclass
