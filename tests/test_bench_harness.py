@@ -102,12 +102,17 @@ def test_summarize_prints_every_committed_results_file():
         assert f"### {f.stem}\n" in proc.stdout
 
 
-def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
+def _summarize_module():
     sys.path.insert(0, str(BENCH))
     try:
         import summarize
     finally:
         sys.path.remove(str(BENCH))
+    return summarize
+
+
+def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
+    summarize = _summarize_module()
     m = {"torch": "2.13.0", "commit": "abc", "cuda": None, "cpu_threads": 1}
 
     def row(method, prec, accs, s_it):
@@ -129,11 +134,7 @@ def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
 
 
 def test_paper_protocol_table_shows_ours_beside_the_paper():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import summarize
-    finally:
-        sys.path.remove(str(BENCH))
+    summarize = _summarize_module()
     m = {"torch": "2.13.0", "commit": "abc", "cuda": None, "cpu_threads": 1}
     row = {"method": "dsa", "dataset": "mnist", "ipc": 1, "flip": "as_given", "iterations": 1000,
            "accuracy": {"mean": 87.5, "std": 0.4, "runs": 5, "accuracies": [87.5] * 5},
