@@ -14,7 +14,14 @@
 #      $OUT/runs/ at the end: carry that folder and the JSON back to a later GPU call and it
 #      resumes (--resume) where it was cut off.
 #
-# Usage:  OUT=/some/dir benchmarks/gpu.sh [--data-root DIR]     (default OUT: benchmarks/results)
+# Data: the device machine sees only the checkout and what is carried with it, so copy the data
+# into an ignored folder first, e.g. `mkdir -p data_local && cp -r ../shared/data/mnist
+# ../shared/data/cifar10 data_local/` (39 MiB), carry data_local and pass --data-root data_local.
+# A second call after a cut-off DM row: carry runs/paper_protocol (from $OUT/runs) and put
+# $OUT/paper_protocol_gpu.json back where OUT points, then `--part dm` resumes it.
+#
+# Usage:  OUT=/some/dir benchmarks/gpu.sh [--data-root DIR] [--part speed|dm]  (default: both parts;
+#                                                               default OUT: benchmarks/results)
 #         benchmarks/gpu.sh --dry-run                           (CPU, seconds: the same commands on
 #                                                               tiny sizes and the embedded mnist-5k;
 #                                                               writes to $OUT or a temporary folder)
@@ -22,12 +29,15 @@ set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DRY=0
+PART=all
 DATA=${DATADISTILL_DATA:-}
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
-    --data-root) DATA="$2"; shift ;;
-    *) echo "error: unknown argument $1 (use --dry-run or --data-root DIR)" >&2; exit 2 ;;
+    --data-root) DATA="${2:?--data-root needs a folder}"; shift ;;
+    --part) PART="${2:-}"; shift
+            case "$PART" in speed|dm) ;; *) echo "error: --part takes speed or dm, got '$PART'" >&2; exit 2 ;; esac ;;
+    *) echo "error: unknown argument $1 (use --dry-run, --data-root DIR or --part speed|dm)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -49,16 +59,21 @@ if [ "$DRY" = 1 ]; then
 else
   [ -d "$DATA/mnist" ] || { echo "error: no MNIST under $DATA (--data-root DIR)" >&2; exit 2; }
   SPEED_ARGS=(--device cuda)
+  [ -d "$DATA/cifar10" ] || { echo "note: no cifar10 under $DATA: speed.py measures MNIST only" >&2; SPEED_ARGS+=(--datasets mnist); }
   DM_ARGS=(--gpu --resume)
 fi
 
-echo "[$(stamp)] part 1: speed.py ${SPEED_ARGS[*]}" >&2
-timeout "${SPEED_SECONDS:-240}" "$PY" benchmarks/speed.py "${SPEED_ARGS[@]}" --data-root "$DATA" \
-  --out "$DEST/speed_gpu.json" || { echo "[$(stamp)] part 1 ended with status $?" >&2; status=1; }
-
-echo "[$(stamp)] part 2: paper_protocol.py ${DM_ARGS[*]}" >&2
-timeout "${DM_SECONDS:-300}" "$PY" benchmarks/paper_protocol.py "${DM_ARGS[@]}" --data-root "$DATA" \
-  --out "$DEST/paper_protocol_gpu.json" || { echo "[$(stamp)] part 2 ended with status $?" >&2; status=1; }
+# timeout signals the command's whole process group, so a row's worker process stops with it
+if [ "$PART" != dm ]; then
+  echo "[$(stamp)] part 1: speed.py ${SPEED_ARGS[*]}" >&2
+  timeout "${SPEED_SECONDS:-240}" "$PY" benchmarks/speed.py "${SPEED_ARGS[@]}" --data-root "$DATA" \
+    --out "$DEST/speed_gpu.json" || { echo "[$(stamp)] part 1 ended with status $?" >&2; status=1; }
+fi
+if [ "$PART" != speed ]; then
+  echo "[$(stamp)] part 2: paper_protocol.py ${DM_ARGS[*]}" >&2
+  timeout "${DM_SECONDS:-300}" "$PY" benchmarks/paper_protocol.py "${DM_ARGS[@]}" --data-root "$DATA" \
+    --out "$DEST/paper_protocol_gpu.json" || { echo "[$(stamp)] part 2 ended with status $?" >&2; status=1; }
+fi
 if [ "$DRY" = 0 ] && [ -d runs/paper_protocol ]; then
   mkdir -p "$DEST/runs/paper_protocol" && cp -r runs/paper_protocol/dm-* "$DEST/runs/paper_protocol/" 2>/dev/null
 fi
