@@ -97,3 +97,14 @@ def test_dc_spline_rotation_is_scipys_centre_window():
         DCAugment(rotate_mode="cubic")
     with pytest.raises(ConfigError, match="dc_rotate"):
         resolve_config("dc", "mnist", 1, "paper", eval={"dc_rotate": "cubic"})
+
+
+def test_experts_follow_the_digit_rule():
+    from datadistill.experts import ExpertSettings, _identity
+
+    spec = digits_splits().spec
+    default = _identity(ExpertSettings(dataset="mnist"), spec, 36)["augmentation"]["strategy"]
+    as_given = _identity(ExpertSettings(dataset="mnist", dsa_digit_rule=False), spec, 36)["augmentation"]["strategy"]
+    assert "flip" not in default and as_given == "color_crop_cutout_flip_scale_rotate"
+    with pytest.raises(ConfigError, match="dsa_digit_rule"):
+        ExpertSettings(dataset="mnist", dsa_digit_rule="no").validate()

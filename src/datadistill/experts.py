@@ -107,6 +107,7 @@ class ExpertSettings:
     lr_teacher: float = 0.01
     batch_size: int = 256
     dsa_strategy: str = DEFAULT_STRATEGY  # "none": no augmentation
+    dsa_digit_rule: bool = True  # drop flip on digit datasets (augment.strategy_for); False: as given (the reference)
     seed: int = 0
     # PAD's data scheduler ("none": every epoch on the whole training split, as MTT)
     curriculum: str = "none"  # none | el2n
@@ -131,6 +132,8 @@ class ExpertSettings:
             raise ConfigError(f"experts: lr_teacher must be > 0, got {self.lr_teacher}")
         if not isinstance(self.zca, bool):
             raise ConfigError(f"experts: zca must be true or false, got {self.zca!r}")
+        if not isinstance(self.dsa_digit_rule, bool):
+            raise ConfigError(f"experts: dsa_digit_rule must be true or false, got {self.dsa_digit_rule!r}")
         if not self.zca_eps > 0:
             raise ConfigError(f"experts: zca_eps must be > 0, got {self.zca_eps}")
         if self.curriculum not in CURRICULA:
@@ -184,7 +187,8 @@ def resolved_model_args(model: str, model_args: dict | None) -> dict:
 
 def _identity(settings: ExpertSettings, spec: DatasetSpec, train_images: int) -> dict:
     """Everything a trajectory depends on (what must match to resume a folder)."""
-    strategy = strategy_for(spec.name, settings.dsa_strategy) if settings.dsa_strategy not in ("", "none") else "none"
+    strategy = (strategy_for(spec.name, settings.dsa_strategy, settings.dsa_digit_rule)
+                if settings.dsa_strategy not in ("", "none") else "none")
     return {
         "dataset": spec.to_dict(),
         "train_images": int(train_images),
