@@ -55,7 +55,9 @@ def _commit() -> str | None:
 
 def run_one(spec: dict) -> dict:
     """Distill and evaluate one configuration in this process. `spec` keys: method, dataset, ipc,
-    preset, overrides (dict), eval_runs, eval_init (bool), data_root."""
+    preset, overrides (dict), eval_runs, eval_init (bool), data_root, and optionally out: a run
+    folder (relative paths under the checkout) that the distillation checkpoints into and resumes
+    from, for rows of hours that may be interrupted (default: none, nothing written)."""
     import torch
 
     from datadistill.config import resolve_config
@@ -68,7 +70,8 @@ def run_one(spec: dict) -> dict:
     over["eval"] = {**over.get("eval", {}), "runs": 0}
     cfg = resolve_config(spec["method"], spec["dataset"], spec["ipc"], spec.get("preset", "quick"), **over)
     data = load_data(cfg, progress=False)
-    res = run_distillation(cfg, None, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
+    out_dir = (REPO / spec["out"]) if spec.get("out") else None
+    res = run_distillation(cfg, out_dir, data=data, progress=False, log=lambda m: print(m, file=sys.stderr))
     ev_kw = dict(model=cfg.eval.models[0], runs=spec.get("eval_runs", 3), epochs=cfg.eval.resolved_epochs(),
                  test=data.test, device=cfg.device, seed=cfg.seed, progress=False)
     t0 = time.perf_counter()

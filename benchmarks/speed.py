@@ -73,6 +73,7 @@ from datadistill.rng import make_generator, resolve_device
 WORK = Path(__file__).resolve().parent / "_work"
 METHODS = ("dm", "datadam", "dc", "dsa", "mtt")
 DATASETS = ("mnist", "cifar10")
+EXTRA_DATASETS = ("mnist-5k",)  # only when named: embedded and offline, for dry runs (benchmarks/gpu.sh)
 PROFILED = {"dc", "dsa", "mtt"}  # gradient and trajectory matching: profile tables in the JSON
 RATIO_TARGET = {"dm": 1.5, "datadam": 1.5}  # seconds per iteration / (FLOPs / fp32 ceiling)
 IPC = 10
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [m for m in (a.methods or ("dm" if a.quick else ",".join(METHODS))).split(",") if m]
     datasets = [d for d in (a.datasets or ("mnist" if a.quick else ",".join(DATASETS))).split(",") if d]
-    bad = [m for m in methods if m not in METHODS] + [d for d in datasets if d not in DATASETS]
+    bad = [m for m in methods if m not in METHODS] + [d for d in datasets if d not in DATASETS + EXTRA_DATASETS]
     if bad:
         ap.error(f"unknown method(s)/dataset(s): {', '.join(bad)}")
     iters = a.iters or (1 if a.quick else 3)

@@ -257,11 +257,58 @@ def precision_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def paper_protocol_table(doc: dict) -> str:
+    """benchmarks/paper_protocol.py: each row at the paper's protocol beside the paper's number."""
+    flip = {"digits": "dropped (digit rule)", "as_given": "kept (reference)", None: "–"}
+    lines = [f"`{doc['command']}`{' (SMOKE: tiny budgets, numbers meaningless)' if doc.get('smoke') else ''}; "
+             f"paper n = {doc.get('paper_n', 100)} models; each row's run in its last column", "",
+             "| method | dataset | IPC | DSA flip | ours, test acc. % | paper % | ours − paper | Welch p | iterations | "
+             "distillation h | evaluation s | peak MiB | threads, load | also measured | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        if "error" in r:
+            sp = r["spec"]
+            lines.append(f"| {sp['method']} | {sp['dataset']} | {sp['ipc']} | {flip.get(sp.get('flip'), '?')} | "
+                         f"failed: {r['error']} |||||||||||")
+            continue
+        p = r["welch"].get("p")
+        secs = r.get("iteration_seconds_all_sessions") or r["distill_seconds"]
+        load = r.get("loadavg_before") or [float("nan")]
+        also = f"DC rotation as the reference (spline): {acc(r['accuracy_dc_spline'])}" if r.get("accuracy_dc_spline") else "–"
+        lines.append(
+            f"| {r['method']} | {r['dataset']} | {r['ipc']} | {flip.get(r.get('flip'), '?')} | {acc(r['accuracy'])} | "
+            f"{r['paper']['mean']:.1f} ± {r['paper']['std']:.1f} | {r['difference']:+.2f} | "
+            f"{'–' if p is None else f'{p:.2g}'} | {r['iterations']} | {secs / 3600:.2f} | {r['eval_seconds']:.0f} | "
+            f"{r['peak_memory_mb']:.0f} | {r['torch_threads']}, {load[0]:.1f} | {also} | {provenance(r, doc)} |")
+    return "\n".join(lines)
+
+
+def dsa_gap_table(doc: dict) -> str:
+    """benchmarks/dsa_gap_mnist.py: each 60-iteration set under both evaluation rules."""
+    lines = [f"`{doc['command']}` (DSA, MNIST, IPC 1, paper preset for {_first(doc, 'iterations')} iterations; "
+             "3 evaluation runs of 1,000 epochs per cell)", "",
+             "| seed | flip while distilling | eval: flip dropped | eval: flip kept | s / iteration | run |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        if "error" in r:
+            lines.append(f"| {r['spec']['seed']} | {r['spec']['flip']} | failed: {r['error']} ||||")
+            continue
+        ev = r["by_eval_rule"]
+        lines.append(f"| {r['seed']} | {'kept' if r['flip_distill'] == 'as_given' else 'dropped'} | "
+                     f"{acc(ev.get('digits'))} | {acc(ev.get('as_given'))} | {r['seconds_per_iteration']:.1f} | "
+                     f"{provenance(r, doc)} |")
+    return "\n".join(lines)
+
+
+def _first(doc: dict, key: str):
+    return next((r[key] for r in doc["results"] if key in r), "?")
+
+
 def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
                "baseline_mnist": baseline_table, "pad_cifar10": pad_table, "speed": speed_table,
-               "precision": precision_table}
+               "precision": precision_table, "paper_protocol": paper_protocol_table, "dsa_gap_mnist": dsa_gap_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
     rows = doc.get("results")

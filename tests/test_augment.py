@@ -174,3 +174,39 @@ def test_cuda_matches_cpu() -> None:
     for siamese in (True, False):
         p = dsa.sample(4, gen(2), siamese=siamese)
         torch.testing.assert_close(dsa(x.cuda(), p).cpu(), dsa(x, p), atol=1e-5, rtol=1e-5)
+
+
+def test_digit_rule_off_applies_the_strategy_as_given() -> None:
+    """--no-dsa-digit-rule is the reference code's behaviour: flip stays on MNIST too."""
+    full = "color_crop_cutout_flip_scale_rotate"
+    for name in ("mnist", "fashion_mnist", "svhn", "cifar10"):
+        assert strategy_for(name, full, digit_rule=False) == full
+    assert strategy_for("mnist", "flip", digit_rule=False) == "flip"
+    assert strategy_for("mnist", full, digit_rule=True) == strategy_for("mnist", full)  # the default
+    from datadistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dsa_digit_rule"):
+        strategy_for("mnist", full, digit_rule="no")  # type: ignore[arg-type]
+
+
+def test_warp_grid_equals_the_reference_convention_on_square_images() -> None:
+    """The reference calls affine_grid/grid_sample without align_corners (False); we pass True.
+    Scaling and rotating about the centre of a square image give the same grid either way, so the
+    convention is no departure on MNIST or CIFAR (a changed warp would fail here)."""
+    import warnings
+
+    from torch.nn import functional as F
+
+    x = images(2, size=28)
+    cases = {
+        "scale": (torch.tensor([[1.15, 0.9]]), torch.tensor([[[1.15, 0.0, 0.0], [0.0, 0.9, 0.0]]])),
+        "rotate": (torch.tensor([0.2]), torch.tensor([[[math.cos(0.2), math.sin(0.2), 0.0],
+                                                       [-math.sin(0.2), math.cos(0.2), 0.0]]])),
+    }
+    for op, (value, theta) in cases.items():
+        ours = DSA(op)(x, DSAParams((op,), True, 1, {op: value}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = F.grid_sample(x, F.affine_grid(theta.expand(2, 2, 3), list(x.shape)))
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+        assert (ours - x).abs().max() > 0.05  # the transform did something

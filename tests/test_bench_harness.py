@@ -102,12 +102,17 @@ def test_summarize_prints_every_committed_results_file():
         assert f"### {f.stem}\n" in proc.stdout
 
 
-def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
+def _summarize_module():
     sys.path.insert(0, str(BENCH))
     try:
         import summarize
     finally:
         sys.path.remove(str(BENCH))
+    return summarize
+
+
+def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
+    summarize = _summarize_module()
     m = {"torch": "2.13.0", "commit": "abc", "cuda": None, "cpu_threads": 1}
 
     def row(method, prec, accs, s_it):
@@ -126,3 +131,22 @@ def test_precision_table_compares_each_bf16_row_with_its_fp32_twin():
     fp32 = next(line for line in out.splitlines() if "| fp32 |" in line)
     assert "| – | 1.50 | – |" in fp32
     assert "datadam | failed: exit status 1" in out
+
+
+def test_paper_protocol_table_shows_ours_beside_the_paper():
+    summarize = _summarize_module()
+    m = {"torch": "2.13.0", "commit": "abc", "cuda": None, "cpu_threads": 1}
+    row = {"method": "dsa", "dataset": "mnist", "ipc": 1, "flip": "as_given", "iterations": 1000,
+           "accuracy": {"mean": 87.5, "std": 0.4, "runs": 5, "accuracies": [87.5] * 5},
+           "paper": {"mean": 88.7, "std": 0.6, "n": 100}, "difference": -1.2, "welch": {"p": 0.00031},
+           "distill_seconds": 100.0, "iteration_seconds_all_sessions": 7200.0, "eval_seconds": 300.0,
+           "peak_memory_mb": 1500.0, "torch_threads": 1, "loadavg_before": [2.0, 2.0, 2.0], "date": "d", "machine": m}
+    doc = {"benchmark": "paper_protocol", "command": "python benchmarks/paper_protocol.py --resume", "date": "d",
+           "machine": m, "paper_n": 100,
+           "results": [row, {"spec": {"method": "dc", "dataset": "mnist", "ipc": 1}, "error": "exit status 1"}]}
+    out = summarize.paper_protocol_table(doc)
+    line = next(x for x in out.splitlines() if x.startswith("| dsa |"))
+    assert "kept (reference)" in line and "87.50 ± 0.40 (n=5)" in line and "88.7 ± 0.6" in line
+    assert "| -1.20 | 0.00031 |" in line and "| 2.00 |" in line  # the hours add every session's iterations
+    assert "| 1, 2.0 | – |" in line
+    assert "| dc | mnist | 1 | – | failed: exit status 1" in out

@@ -52,6 +52,14 @@ def test_other_settings_in_same_folder_are_refused(tmp_path, toy):
         run_distillation(cfg(iterations=2, lr_img=0.5), tmp_path / "a", data=toy, progress=False)
 
 
+def test_reworded_preset_sources_still_resume(tmp_path, toy):
+    import dataclasses
+
+    run_distillation(cfg(iterations=2), tmp_path / "a", data=toy, progress=False)
+    reworded = dataclasses.replace(cfg(iterations=4), sources=["a preset whose citation text changed"])
+    assert run_distillation(reworded, tmp_path / "a", data=toy, progress=False).resumed_from == 2
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, toy, monkeypatch):
     def nan_loss(self, it):
         loss = (self.images ** 2).sum()

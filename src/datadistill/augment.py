@@ -23,6 +23,21 @@ Transforms (constants as the reference `ParamDiffAug`):
 - rotate: a rotation by an angle uniform in [-15, 15] degrees.
   scale and rotate resample with `affine_grid`/`grid_sample` (bilinear, zeros outside).
 
+Compared with the reference code (VICO-UoE/DatasetCondensation at 306245d, utils.py
+`DiffAugment`, read to check these facts):
+
+- the one departure: `strategy_for(..., digit_rule=True)` drops `flip` on digit datasets (names
+  containing mnist or svhn), while the reference applies the strategy as given on every dataset,
+  MNIST included (main.py, main_DM.py and utils.py remove flip nowhere). `digit_rule=False`
+  (config `dsa_digit_rule` / `eval.dsa_digit_rule`, CLI `--no-dsa-digit-rule`) is the reference.
+- not departures: the reference calls `affine_grid`/`grid_sample` without `align_corners` (i.e.
+  False) where we pass True; a scale or rotation about the centre of a square image gives the same
+  sampling grid in both conventions (tests/test_augment.py checks it on 28x28), they differ only
+  for rotations of non-square images. The reference's rotation matrix is the transpose of ours
+  (the same distribution: the angle is symmetric about 0); it draws siamese values per image and
+  copies the first (the same distribution as one draw); it seeds the global RNG from the clock
+  per class where we derive a generator per class.
+
 `mode="single"` applies ONE transform of the strategy per `sample` call, chosen at random (as
 the DSA paper does; `color` counts as one); `mode="all"` applies every transform in order.
 Nothing here touches the global RNG; every random number comes from the generator passed in.
@@ -247,7 +262,8 @@ class DSA:
 
 
 def _warp(x: Tensor, theta: Tensor) -> Tensor:
-    """Resample `x` with affine matrices `theta` (1 or N, 2, 3), as the reference (align_corners=True)."""
+    """Resample `x` (bilinear, zeros outside) with affine matrices `theta` (1 or N, 2, 3),
+    align_corners=True (for square images the same grid as the reference's default False)."""
     theta = theta.to(device=x.device, dtype=x.dtype).expand(x.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, align_corners=True)
@@ -268,16 +284,20 @@ def parse_strategy(strategy: str | None) -> tuple[str, ...]:
     return ops
 
 
-def strategy_for(dataset_name: str, strategy: str = DEFAULT_STRATEGY) -> str:
-    """The DSA strategy to use on `dataset_name`: `strategy` without `flip` for digit datasets.
+def strategy_for(dataset_name: str, strategy: str = DEFAULT_STRATEGY, digit_rule: bool = True) -> str:
+    """The DSA strategy to use on `dataset_name`: `strategy` without `flip` for digit datasets
+    when `digit_rule` is True (the default); `strategy` as given when False (the reference code,
+    which flips MNIST too).
 
     Rule: flip is removed when the lower-cased dataset name contains "mnist" or "svhn"
     (mnist, mnist-5k, fashion_mnist, svhn, ...): mirrored digits are other digits or no digit.
-    Fashion-MNIST is included because the reference code tests for "MNIST" in the name.
-    Other datasets get `strategy` unchanged (normalized). Returns "none" when nothing is left.
+    Fashion-MNIST is included because its name contains "mnist". Other datasets get `strategy`
+    unchanged (normalized). Returns "none" when nothing is left.
     """
+    if not isinstance(digit_rule, bool):
+        raise ConfigError(f"dsa_digit_rule must be true or false, got {digit_rule!r}")
     ops = parse_strategy(strategy)
     name = str(dataset_name).lower()
-    if any(marker in name for marker in _NO_FLIP_MARKERS):
+    if digit_rule and any(marker in name for marker in _NO_FLIP_MARKERS):
         ops = tuple(op for op in ops if op != "flip")
     return "_".join(ops) if ops else "none"

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the set's learned lr, else 0.01)")
     p.add_argument("--aug", choices=["dsa", "dc", "none"], default=None,
                    help="training augmentation: dsa (default), dc (the DC paper's, MNIST family only) or none")
+    p.add_argument("--dsa-digit-rule", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop flip from DSA on digit datasets (mnist/svhn names; default); --no-dsa-digit-rule: the "
+                        "strategy as given, as the reference code")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["test", "val"], default="test", help="test (default) or the validation split")
     p.add_argument("--gain", action="store_true",
@@ -291,6 +294,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
     given = given_fields(a, DistillConfig)
     given["eval"] = given_fields(a, EvalConfig, prefix="eval-")
+    if "dsa_digit_rule" in given:  # shorthand: --[no-]dsa-digit-rule for the evaluation too, unless it says otherwise
+        given["eval"].setdefault("dsa_digit_rule", given["dsa_digit_rule"])
     given["artifacts"] = {k: getattr(a, k) for k in available_artifacts() if getattr(a, k)}
     cfg = resolve_config(**given)
     if a.dry_run:
@@ -447,7 +452,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
              "batched": a.batched, "precision": a.precision, "compile": a.compile or None,
              "channels_last": a.channels_last or None, "teacher": a.teacher, "labels": a.labels, "loss": a.loss,
              "temperature": a.temperature, "mix": a.mix, "optimizer": a.optimizer, "schedule": a.schedule,
-             "lr_grid": a.lr_grid}
+             "lr_grid": a.lr_grid, "dsa_digit_rule": a.dsa_digit_rule}
     if a.protocol:
         from .protocols import differences, load_protocol, protocol_source
 

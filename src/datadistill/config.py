@@ -42,6 +42,10 @@ class EvalConfig:
     aug: str = option("dsa", choices=("dsa", "dc", "none"),
                       help="training augmentation: dsa (default), dc (the DC paper's, MNIST family only) or none")
     dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS", help="DSA transforms joined by _ (default: all six)")
+    dsa_digit_rule: bool = option(True, help="drop flip from DSA on digit datasets (augment.strategy_for); "
+                                             "--no-eval-dsa-digit-rule: the strategy as given, as the reference code")
+    dc_rotate: str = option("bilinear", choices=("bilinear", "spline"),
+                            help="aug dc's rotation: bilinear (default) or spline (the reference's scipy spline)")
     precision: str = option("fp32", choices=("fp32", "bf16"),
                             help="fp32 (default) or bf16: autocast of the evaluation's forward passes (numerics.py)")
     compile: bool = option(False, help="torch.compile the training steps (off by default: changes rounding and "
@@ -118,6 +122,8 @@ class DistillConfig:
     batch_real: int = option(256, help="real images per class per iteration")
     dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS",
                                help="DSA transforms while distilling, joined by _ (none: no DSA)")
+    dsa_digit_rule: bool = option(True, help="drop flip from DSA on digit datasets while distilling "
+                                             "(augment.strategy_for); --no-dsa-digit-rule: as given, as the reference")
     checkpoint_every: int = option(50, help="iterations between checkpoints")
     val_every: int = option(0, help="iterations between validation-accuracy checks (0: only at the end)")
     val_epochs: int = option(300, help="epochs of the validation network")
@@ -193,9 +199,11 @@ def validate(cfg: DistillConfig) -> None:
     check_protocol(cfg.eval)
     check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
-    for switch in ("compile", "channels_last"):
+    for switch in ("compile", "channels_last", "dsa_digit_rule"):
         if not isinstance(getattr(cfg.eval, switch), bool):
             raise ConfigError(f"eval {switch} must be true or false, got {getattr(cfg.eval, switch)!r}")
+    if not isinstance(cfg.dsa_digit_rule, bool):
+        raise ConfigError(f"dsa_digit_rule must be true or false, got {cfg.dsa_digit_rule!r}")
 
 
 def check_method(method: str) -> None:
@@ -218,7 +226,7 @@ def preset_files() -> list[str]:
 
 def check_protocol(p: EvalConfig) -> None:
     """ConfigError for an evaluation protocol whose values cannot run (names the field)."""
-    for name in ("aug", "labels", "loss", "mix", "optimizer", "schedule"):
+    for name in ("aug", "labels", "loss", "mix", "optimizer", "schedule", "dc_rotate"):
         choices = next(f.metadata["choices"] for f in dataclasses.fields(EvalConfig) if f.name == name)
         if getattr(p, name) not in choices:
             raise ConfigError(f"eval {name} must be one of {', '.join(choices)}, got {getattr(p, name)!r}")

@@ -65,17 +65,21 @@ class EvalResult:
         )
 
 
-def make_augment(aug: str, dataset: str, strategy: str = DEFAULT_STRATEGY) -> Augment | None:
-    """The training-time augmentation of the evaluation protocol, as a callable (x, generator) -> x."""
+def make_augment(aug: str, dataset: str, strategy: str = DEFAULT_STRATEGY, digit_rule: bool = True,
+                 dc_rotate: str = "bilinear") -> Augment | None:
+    """The training-time augmentation of the evaluation protocol, as a callable (x, generator) -> x.
+    `digit_rule`: drop flip on digit datasets (`augment.strategy_for`; False: the strategy as given,
+    the reference code's augmentation). `dc_rotate`: the DC augmentation's rotation, "bilinear" or
+    "spline" (the reference's; `augment_eval.DCAugment`)."""
     if aug == "none":
         return None
     if aug == "dsa":
-        dsa = DSA(strategy_for(dataset, strategy))
+        dsa = DSA(strategy_for(dataset, strategy, digit_rule))
         return lambda x, g: dsa(x, dsa.sample(x.shape[0], g, siamese=False))
     if aug == "dc":  # the DC paper's non-differentiable augmentation; MNIST family only, else none
         from .augment_eval import dc_augment_for
 
-        return dc_augment_for(dataset)
+        return dc_augment_for(dataset, dc_rotate)
     raise ConfigError(f"unknown evaluation augmentation {aug!r}; use dsa, dc or none")
 
 
@@ -225,7 +229,7 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
     images, labels = images.to(dev), labels.to(dev)
     test_x, test_y = test.images.to(dev), test.labels.to(dev)
-    augment = make_augment(aug, spec.name, p.dsa_strategy)
+    augment = make_augment(aug, spec.name, p.dsa_strategy, p.dsa_digit_rule, p.dc_rotate)
     mine = dist.shard(list(range(runs)))  # all runs without a process group
     gens = [make_generator(seed, "evaluate", model, r) for r in mine]
     nets = [make_net(model, spec.channels, spec.num_classes, spec.im_size, generator=g, **(model_args or {})).to(dev)
@@ -260,6 +264,10 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     result.extra["compile"] = compile
     result.extra["channels_last"] = channels_last
     result.extra["protocol"] = p.protocol
+    if aug == "dsa":
+        result.extra["dsa_strategy"] = strategy_for(spec.name, p.dsa_strategy, p.dsa_digit_rule)
+    if aug == "dc":
+        result.extra["dc_rotate"] = p.dc_rotate
     if p.soft or p.labels != "auto":
         result.extra["labels"] = {"labels": p.labels, "teacher": p.teacher, "loss": p.loss,
                                   "temperature": p.temperature, "mix": p.mix, "optimizer": p.optimizer,

@@ -121,7 +121,8 @@ class Distiller(ABC):
         self.artifacts = artifacts
         self.train = data.train.to(device)
         self.gen = make_generator(cfg.seed, "distill", cfg.method)
-        strategy = strategy_for(self.spec.name, cfg.dsa_strategy) if cfg.dsa_strategy not in ("", "none") else "none"
+        strategy = (strategy_for(self.spec.name, cfg.dsa_strategy, cfg.dsa_digit_rule)
+                    if cfg.dsa_strategy not in ("", "none") else "none")
         self.dsa = DSA(strategy) if strategy != "none" else None
 
     # -- the interface --------------------------------------------------------------

@@ -41,8 +41,10 @@ SHOW = "show.png"
 
 CHECKPOINT_FORMAT = "datadistill.checkpoint/1"
 # Settings that may differ when resuming: they do not change the synthetic set's trajectory.
+# `sources` is the presets' citation text, which documents the settings rather than being one (a
+# reworded preset must not strand a run of hours).
 RESUMABLE_CHANGES = {"iterations", "eval", "device", "val_every", "val_epochs", "checkpoint_every", "data_root",
-                     "artifact_fingerprints"}
+                     "artifact_fingerprints", "sources"}
 
 
 def run_name(dataset: str) -> str:

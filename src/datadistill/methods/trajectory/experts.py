@@ -70,6 +70,8 @@ class ExpertSettings:
     lr_teacher: float = option(0.01, help="experts' SGD learning rate (default 0.01)")
     batch_size: int = option(256, help="experts' batch size (default 256)")
     dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS", help="DSA transforms joined by _ (none: no augmentation)")
+    dsa_digit_rule: bool = option(True, help="drop flip on digit datasets (augment.strategy_for); "
+                                             "--no-dsa-digit-rule: the strategy as given (the reference)")
     seed: int = option(0, help="seed (default 0); expert i depends only on it and i")
     # PAD's data scheduler ("none": every epoch on the whole training split, as MTT); its settings'
     # defaults from Curriculum (one place for the authors' values)
@@ -102,6 +104,8 @@ class ExpertSettings:
             raise ConfigError(f"experts: lr_teacher must be > 0, got {self.lr_teacher}")
         if not isinstance(self.zca, bool):
             raise ConfigError(f"experts: zca must be true or false, got {self.zca!r}")
+        if not isinstance(self.dsa_digit_rule, bool):
+            raise ConfigError(f"experts: dsa_digit_rule must be true or false, got {self.dsa_digit_rule!r}")
         if not self.zca_eps > 0:
             raise ConfigError(f"experts: zca_eps must be > 0, got {self.zca_eps}")
         if self.curriculum not in CURRICULA:
@@ -148,7 +152,8 @@ def resolved_model_args(model: str, model_args: dict | None) -> dict:
 
 def identity_of(settings: ExpertSettings, spec: DatasetSpec, train_images: int) -> dict:
     """Everything a trajectory depends on (what must match to resume a folder)."""
-    strategy = strategy_for(spec.name, settings.dsa_strategy) if settings.dsa_strategy not in ("", "none") else "none"
+    strategy = (strategy_for(spec.name, settings.dsa_strategy, settings.dsa_digit_rule)
+                if settings.dsa_strategy not in ("", "none") else "none")
     return {
         "dataset": spec.to_dict(),
         "train_images": int(train_images),
