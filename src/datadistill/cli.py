@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, DatadistillError
+from .fileio import check_out_dir, check_out_file
 from .perf import tune_allocator
 
 
@@ -300,7 +301,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     cfg = resolve_config(**given)
     if a.dry_run:
         return _print_dry_run(cfg, progress=not a.no_progress)
-    out = Path(a.out) if a.out else default_out(cfg)
+    out = check_out_dir(Path(a.out) if a.out else default_out(cfg))
     res = run_distillation(cfg, out, progress=not a.no_progress)  # joins torchrun's process group, if any
     if not dist.is_main():  # the other processes of a torchrun launch hold the same set
         return 0
@@ -339,7 +340,7 @@ def cmd_experts(a: argparse.Namespace) -> int:
 
     given = given_fields(a, ExpertSettings)
     settings = expert_settings(given.pop("dataset"), a.preset, **given)
-    report = train_experts(settings, a.out, data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress)
+    report = train_experts(settings, check_out_dir(a.out), data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress)
     if dist.is_main():  # under torchrun every process returns the report; one prints it
         print(report.summary())
     return 0
@@ -370,6 +371,7 @@ def cmd_difficulty(a: argparse.Namespace) -> int:
 
     settings = expert_settings(a.dataset, a.preset, curriculum="el2n", score_nets=a.nets, score_epochs=a.epochs,
                                model=a.model, model_args=dict(a.model_arg) or None, batch_size=a.batch_size, seed=a.seed)
+    check_out_file(a.out)
     data = load_dataset(a.dataset, a.data_root, progress=not a.no_progress)
     scores, computed = ensure_scores(a.out, data.train, settings.score_settings(), device=resolve_device(a.device or "auto"),
                                      progress=not a.no_progress, log=_stderr)
@@ -439,13 +441,20 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.dataset and not a.format:
         raise ConfigError("--dataset names the dataset of a set given with --format; drop it, or give --format")
     syn = _load_set(a.run) if a.format is None else _import_set(a)
+    models = _models(a.models, "--models")
+    if a.epochs is not None and a.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {a.epochs}")
+    if a.lr is not None and not a.lr > 0:
+        raise ConfigError(f"--lr must be > 0, got {a.lr}")
+    from .run.folder import EVALUATE
+
+    target = Path(a.run)
+    dest = check_out_file(target / EVALUATE if target.is_dir() else target.parent / f"{target.stem}.{EVALUATE}",
+                          "the results file")
     # Under torchrun each process trains its share of every network's runs (evaluate gathers them).
     device = dist.process_device(resolve_device(a.device or "auto"))  # under torchrun: one GPU per process
     dist.init_from_env(device)
     main_process = dist.is_main()
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
-    if not models:
-        raise ConfigError("--models is empty; give at least one network, e.g. --models convnet")
     splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
     test = splits.val if a.split == "val" else splits.test
     given = {"models": models, "runs": a.runs, "epochs": a.epochs, "lr": a.lr, "aug": a.aug, "gain": a.gain or None,
@@ -478,10 +487,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         if "gain" in r.extra:
             print(f"{r.model}: random real subset {r.extra['random_mean']:.2f} +- {r.extra['random_std']:.2f} %, "
                   f"gain {r.extra['gain']:+.2f} points")
-    target = Path(a.run)
-    from .run.folder import EVALUATE
-
-    dest = target / EVALUATE if target.is_dir() else target.parent / f"{target.stem}.{EVALUATE}"
     doc = [r.to_dict() for r in results]
     if a.scores:
         doc[0]["extra"]["scores"] = _scores(a, syn, protocol, splits, device)
@@ -516,6 +521,19 @@ def _scores(a: argparse.Namespace, syn, protocol, splits, device) -> dict:
     return s
 
 
+def _models(text: str, flag: str) -> list[str]:
+    """The networks of a comma-separated list, every name checked before any work."""
+    from .nets import list_nets
+
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    if not models:
+        raise ConfigError(f"{flag} is empty; give at least one network, e.g. {flag} convnet")
+    unknown = [m for m in models if m.lower() not in list_nets()]
+    if unknown:
+        raise ConfigError(f"{flag}: unknown network(s) {', '.join(map(repr, unknown))}; valid choices: {', '.join(list_nets())}")
+    return models
+
+
 def format_table(results) -> str:
     head = f"{'model':<14}{'accuracy (%)':>18}{'runs':>6}{'train s/run':>13}{'train GFLOPs':>14}"
     lines = [head, "-" * len(head)]
@@ -530,16 +548,15 @@ def cmd_baseline(a: argparse.Namespace) -> int:
     from .evaluate import DEFAULT_LR
     from .fileio import write_json
 
+    from .run import run_name
+
+    dest = check_out_file(Path(a.out) if a.out else Path("runs") / f"baseline-{run_name(a.dataset)}-{a.model}.json")
     res = full_data_baseline(
         a.dataset, model=a.model, epochs=a.epochs if a.epochs is not None else DEFAULT_EPOCHS, runs=a.runs,
         lr=a.lr if a.lr is not None else DEFAULT_LR, aug=a.aug, seed=a.seed, model_args=dict(a.model_arg),
         data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress,
     )
     print(res.table())
-    from .run import run_name
-
-    dest = Path(a.out) if a.out else Path("runs") / f"baseline-{run_name(a.dataset)}-{a.model}.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
     write_json(dest, res.to_dict())
     print(f"saved {dest}")
     return 0
@@ -556,7 +573,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     else:
         dest = target / SHOW if target.is_dir() else target.with_suffix(".png")
     init = target / GRID_INIT if target.is_dir() and (target / GRID_INIT).exists() else None
-    save_comparison(syn, dest, init_grid=init)
+    save_comparison(syn, check_out_file(dest), init_grid=init)
     print(dest)
     return 0
 
@@ -589,6 +606,12 @@ def cmd_nas(a: argparse.Namespace) -> int:
     from .fileio import write_json
 
     syn = _load_set(a.run)
+    target = Path(a.run)
+    if a.out:
+        dest = Path(a.out)
+    else:
+        dest = target / "nas.json" if target.is_dir() else target.parent / f"{target.stem}.nas.json"
+    check_out_file(dest)
     splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
     res = architecture_search(
         syn, splits, variants=a.variants, real_subset=a.real_subset, val_subset=a.val_subset, epochs_syn=a.epochs_syn,
@@ -596,11 +619,6 @@ def cmd_nas(a: argparse.Namespace) -> int:
         device=a.device or "auto", progress=not a.no_progress, log=_stderr,
     )
     print(res.table())
-    target = Path(a.run)
-    if a.out:
-        dest = Path(a.out)
-    else:
-        dest = target / "nas.json" if target.is_dir() else target.parent / f"{target.stem}.nas.json"
     write_json(dest, res.to_dict())
     print(f"saved {dest}")
     return 0
@@ -614,6 +632,8 @@ def cmd_continual(a: argparse.Namespace) -> int:
     is_method = a.memory in available_methods()
     dataset = a.dataset or (None if not is_method else "mnist-5k")
     ipc = a.ipc if a.ipc is not None else (10 if is_method else None)
+    if a.out:
+        check_out_file(a.out)
     res = continual_learning(
         dataset, steps=a.steps, ipc=ipc, memory=a.memory, preset=a.preset, epochs=a.epochs, runs=a.runs,
         seed=a.seed, data_root=a.data_root, device=a.device or "auto",
@@ -636,7 +656,7 @@ def cmd_continual(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(write_report(a.runs, a.out, title=a.title))
+    print(write_report(a.runs, check_out_file(a.out), title=a.title))
     return 0
 
 
@@ -661,13 +681,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_allocator()  # 2x faster CPU training steps on glibc; see perf.py
     try:
-        return COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here
+        return rc
     except DatadistillError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `datadistill datasets | head`: the reader left; nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return 1
+    except OSError as e:  # the place, not the input: a full disk, no permission, a vanished file
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{(e.strerror or str(e)).lower()}; check the path, its permissions and the free "
+              "space, then run the same command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -181,6 +181,10 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"ipc must be a positive integer, got {cfg.ipc!r}")
     if cfg.iterations < 0:
         raise ConfigError(f"iterations must be >= 0, got {cfg.iterations}")
+    if cfg.val_every < 0:
+        raise ConfigError(f"val_every must be >= 0 (0: validate only at the end), got {cfg.val_every}")
+    if cfg.val_epochs < 1:
+        raise ConfigError(f"val_epochs must be >= 1, got {cfg.val_epochs}")
     if cfg.checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
     if cfg.batch_real < 1:
@@ -197,6 +201,15 @@ def validate(cfg: DistillConfig) -> None:
         if not isinstance(folder, str) or not folder:
             raise ConfigError(f"{kind} must be a folder path given as a string, got {folder!r}")
     check_protocol(cfg.eval)
+    from .nets import list_nets  # every network named, checked before any work
+
+    if not cfg.eval.models:
+        raise ConfigError("eval models is empty; name at least one network, e.g. --eval-models convnet")
+    for m in [cfg.model, *cfg.eval.models]:
+        if str(m).lower() not in list_nets():
+            raise ConfigError(f"unknown network {m!r}; valid choices: {', '.join(list_nets())}")
+    if cfg.eval.lr is not None and not cfg.eval.lr > 0:
+        raise ConfigError(f"eval lr must be > 0, got {cfg.eval.lr}")
     check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
     for switch in ("compile", "channels_last", "dsa_digit_rule"):
@@ -335,11 +348,18 @@ def save_yaml(cfg: DistillConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def load_yaml(text: str) -> DistillConfig:
+def load_yaml(text: str, source: str = "config.yaml") -> DistillConfig:
+    """The config of a config.yaml's text; ConfigError naming `source` and what is wrong."""
+    fix = "fix the file, or use another --out"
     try:
         d = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config.yaml is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{source} is not valid YAML{where} ({getattr(e, 'problem', None) or 'parse error'}); {fix}") from e
     if not isinstance(d, dict):
-        raise ConfigError("config.yaml does not hold a mapping of options")
-    return DistillConfig.from_dict(d)
+        raise ConfigError(f"{source} does not hold a mapping of options; {fix}")
+    try:
+        return DistillConfig.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}; {fix}") from e

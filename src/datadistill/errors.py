@@ -15,3 +15,8 @@ class DistillError(DatadistillError, RuntimeError):
 
 class FormatError(DatadistillError, ValueError):
     """A file is not a datadistill file, or is corrupt."""
+
+
+class OutputError(DatadistillError, OSError):
+    """An output file or folder cannot be written where it was asked for (a file where a folder is
+    needed or the reverse, no permission, a read-only place, a full disk)."""

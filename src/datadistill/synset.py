@@ -120,13 +120,9 @@ class SyntheticSet:
                 f"this datadistill reads version {FORMAT_VERSION}"
             )
         try:
-            spec = DatasetSpec.from_dict(json.loads(header["spec"]))
-            meta = json.loads(header.get("meta", "{}"))
-            images, labels = tensors["images"], tensors["labels"]
-        except (KeyError, ValueError, TypeError) as e:
-            raise FormatError(f"{path}: synthetic set is missing or has a corrupt field ({e})") from e
-        lr = float(tensors["lr"]) if "lr" in tensors else None
-        zca = {k[4:]: v for k, v in tensors.items() if k.startswith("zca_")} or None
+            spec, meta, images, labels, lr, zca = _checked(path, header, tensors)
+        except FormatError as e:
+            raise FormatError(f"{e}; the file is corrupt or was not written by datadistill (distill the set again)") from None
         syn = cls(images, labels, spec, lr, zca, meta)
         return syn.to(device) if str(device) != "cpu" else syn
 
@@ -168,6 +164,121 @@ class SyntheticSet:
             with atomic_path(d / f"{k:04d}.png") as tmp:
                 img.save(tmp, format="PNG")
         return out
+
+
+MAX_SPEC_CHARS = 1 << 16  # a spec of 10,000 classes with long names is well under this
+MAX_META_CHARS = 1 << 24
+TENSORS = ("images", "labels", "lr", "zca_mean", "zca_transform", "zca_inverse")
+
+
+def _json_field(path: Path, header: dict, key: str, limit: int, default: str | None = None) -> dict:
+    text = header.get(key, default)
+    if not isinstance(text, str):
+        raise FormatError(f"{path}: field '{key}' is missing from the synthetic set's metadata")
+    if len(text) > limit:
+        raise FormatError(f"{path}: field '{key}' is {len(text):,} characters long (at most {limit:,})")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else f"not JSON: {e}"
+        raise FormatError(f"{path}: field '{key}' is corrupt ({reason})") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: field '{key}' must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _spec(path: Path, d: dict) -> DatasetSpec:
+    """The stored dataset spec, every value checked (positive sizes, one name per class, ...)."""
+    def bad(field: str, what: str):
+        return FormatError(f"{path}: spec field '{field}' {what}, got {d.get(field)!r:.80}")
+
+    def count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    def numbers(v, n) -> bool:
+        return (isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                             and np.isfinite(x) for x in v))
+
+    if not isinstance(d.get("name"), str) or not d["name"]:
+        raise bad("name", "must be a dataset name")
+    for key in ("channels", "num_classes"):
+        if not count(d.get(key)):
+            raise bad(key, "must be a positive integer")
+    if not (isinstance(d.get("im_size"), list) and len(d["im_size"]) == 2 and all(map(count, d["im_size"]))):
+        raise bad("im_size", "must be [height, width] of positive integers")
+    names = d.get("class_names")
+    if not (isinstance(names, list) and len(names) == d["num_classes"] and all(isinstance(n, str) for n in names)):
+        raise bad("class_names", f"must be {d['num_classes']} names (num_classes)")
+    if not numbers(d.get("mean"), d["channels"]):
+        raise bad("mean", f"must be {d['channels']} finite numbers (channels)")
+    if not numbers(d.get("std"), d["channels"]) or min(d["std"]) <= 0:
+        raise bad("std", f"must be {d['channels']} positive numbers (channels)")
+    return DatasetSpec.from_dict(d)
+
+
+def _checked(path: Path, header: dict, tensors: dict[str, torch.Tensor]):
+    """Everything a set file holds, validated once, here: (spec, meta, images, labels, lr, zca).
+    A FormatError names the file and the field."""
+    spec = _spec(path, _json_field(path, header, "spec", MAX_SPEC_CHARS))
+    meta = _json_field(path, header, "meta", MAX_META_CHARS, "{}")
+    unknown = sorted(set(tensors) - set(TENSORS))
+    if unknown:
+        raise FormatError(f"{path}: unknown tensor(s) {unknown}; a synthetic set holds {', '.join(TENSORS)}")
+    for key in ("images", "labels"):
+        if key not in tensors:
+            raise FormatError(f"{path}: the synthetic set has no '{key}' tensor")
+    images, labels = tensors["images"], tensors["labels"]
+    want = (spec.channels, *spec.im_size)
+    if not images.is_floating_point():
+        raise FormatError(f"{path}: 'images' must be floating point, got {images.dtype}")
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise FormatError(f"{path}: 'images' must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
+    if images.shape[1] != spec.channels:
+        raise FormatError(f"{path}: 'images' have {images.shape[1]} channels, the spec says {spec.channels}")
+    if tuple(images.shape[1:]) != want:
+        raise FormatError(f"{path}: 'images' are {images.shape[2]}x{images.shape[3]}, the spec's image size is "
+                          f"{spec.im_size[0]}x{spec.im_size[1]}")
+    images = images.float()
+    if not bool(torch.isfinite(images).all()):
+        raise FormatError(f"{path}: 'images' hold NaN or infinite values")
+    n, k = images.shape[0], spec.num_classes
+    if labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
+        if labels.shape[0] != n:
+            raise FormatError(f"{path}: {n} images but {labels.shape[0]} labels")
+        if int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise FormatError(f"{path}: 'labels' must be classes 0..{k - 1}, found {int(labels.min())}..{int(labels.max())}")
+        labels = labels.long()
+    elif labels.ndim == 2 and labels.is_floating_point():
+        if tuple(labels.shape) != (n, k):
+            raise FormatError(f"{path}: soft 'labels' must be ({n}, {k}) (images, classes), got {tuple(labels.shape)}")
+        labels = labels.float()
+        if not bool(torch.isfinite(labels).all()):
+            raise FormatError(f"{path}: soft 'labels' hold NaN or infinite values")
+    else:
+        raise FormatError(f"{path}: 'labels' must be (N,) integer classes or (N, classes) float soft labels, "
+                          f"got {labels.dtype} of shape {tuple(labels.shape)}")
+    lr = None
+    if "lr" in tensors:
+        t = tensors["lr"]
+        if t.numel() != 1 or t.ndim > 1 or not t.is_floating_point():
+            raise FormatError(f"{path}: 'lr' must be one floating-point number, got {t.dtype} of shape {tuple(t.shape)}")
+        lr = float(t.reshape(()))
+        if not (np.isfinite(lr) and lr > 0):
+            raise FormatError(f"{path}: 'lr' (the learned learning rate) must be a positive number, got {lr}")
+    zca = {k[4:]: v for k, v in tensors.items() if k.startswith("zca_")} or None
+    if zca is not None:
+        d = int(np.prod(want))
+        shapes = {"mean": (d,), "transform": (d, d), "inverse": (d, d)}
+        if set(zca) != set(shapes):
+            raise FormatError(f"{path}: a ZCA needs zca_mean, zca_transform and zca_inverse; found "
+                              f"{', '.join('zca_' + z for z in sorted(zca))}")
+        for z, shape in shapes.items():
+            t = zca[z]
+            if tuple(t.shape) != shape or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+                raise FormatError(f"{path}: 'zca_{z}' must be finite floats of shape {shape} (C*H*W = {d}), got "
+                                  f"{t.dtype} of shape {tuple(t.shape)}")
+        zca = {z: t.float() for z, t in zca.items()}
+    return spec, meta, images, labels, lr, zca
 
 
 def _safe_name(name: str) -> str:

@@ -60,9 +60,19 @@ def _numpy_globals() -> dict[tuple[str, str], Callable[..., Any]]:
     return table
 
 
+def _empty_bytes(*args: object) -> bytes:
+    """Stand-in for ``bytes``: protocol <= 2 pickles write ``b""`` (the data of an empty array) as
+    ``bytes()``; nothing else is admitted."""
+    if args:
+        raise pickle.UnpicklingError("bytes() called with arguments")
+    return b""
+
+
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     **_numpy_globals(),
     ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 

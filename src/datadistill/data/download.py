@@ -156,13 +156,22 @@ def fetch(dataset: str, folder: Path, missing: list[str], *, progress: bool = Tr
     """
     src = SOURCES[dataset]
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    for name, md5 in src.files.items():
-        if not src.archive and name not in missing:
-            continue
-        path = download_file(url_for(dataset, name), folder / name, md5, progress=progress)
-        if src.archive:
+    try:
+        for name, md5 in src.files.items():
+            if not src.archive and name not in missing:
+                continue
+            path = download_file(url_for(dataset, name), folder / name, md5, progress=progress)
+            if src.archive:
+                try:
+                    extract_tar(path, folder)
+                finally:
+                    path.unlink(missing_ok=True)
+    except BaseException:
+        for p in created:  # a failed download leaves no empty folders behind (deepest first)
             try:
-                extract_tar(path, folder)
-            finally:
-                path.unlink(missing_ok=True)
+                p.rmdir()
+            except OSError:
+                break
+        raise

@@ -104,6 +104,11 @@ def load_image_folder(path: str | Path, image_size: tuple[int, int] | None = Non
         keep, held = stratified_split(labels, TEST_FRACTION, TEST_SPLIT_SEED)
         train_files, train_labels = [files[i] for i in keep], labels[keep]
         test_files, test_labels = [files[i] for i in held], labels[held]
+    if not len(test_files):
+        raise DataError(
+            f"{root}: no test images: each class needs at least 2 images (one is held out for the test split), "
+            f"or give {root}/train/<class>/ and {root}/test/<class>/ folders"
+        )
     headers = [_header(f) for f in train_files + test_files]
     grey = all(mode in GREY_MODES for mode, _ in headers)
     size_wh = (int(image_size[1]), int(image_size[0])) if image_size else headers[0][1]

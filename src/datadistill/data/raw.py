@@ -33,6 +33,8 @@ def check_labels(labels: object, num_classes: int, path: object, count: int | No
         arr = np.asarray(labels)
     except (TypeError, ValueError) as e:
         raise DataError(f"{path}: labels are not an array of integers ({e})") from e
+    if arr.ndim == 1 and arr.size == 0:  # an empty list unpickles as float64
+        arr = arr.astype(np.int64)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise DataError(f"{path}: labels must be a 1-d array of integers, got dtype {arr.dtype} shape {arr.shape}")
     if count is not None and arr.shape[0] != count:

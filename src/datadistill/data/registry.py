@@ -164,6 +164,9 @@ def load_dataset(
         num_classes=len(raw.class_names), class_names=tuple(raw.class_names),
         mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
     )
+    for split, labels in (("training", raw.train_labels), ("test", raw.test_labels)):
+        if not len(labels):
+            raise DataError(f"{spec_name}: the {split} split holds no images; the dataset files are incomplete")
     keep, held = stratified_split(raw.train_labels, float(val_fraction), int(seed))
     return DatasetSplits(
         train=_to_image_data(raw.train_images[keep], raw.train_labels[keep], spec),

@@ -18,6 +18,7 @@ import torch
 from ..data.base import DatasetSpec
 from ..data.folder import _class_dirs, _header, _image_files, _read
 from ..errors import FormatError
+from ..fileio import check_out_dir, check_out_file
 from ..synset import SyntheticSet, _safe_name
 from .registry import Format, ImportOptions, register_format
 from .space import PIXELS, into_set, resolve_space
@@ -79,7 +80,7 @@ class ImageFolder(Format):
         return SyntheticSet(images, torch.tensor(labels, dtype=torch.long), spec, None, None, meta)
 
     def write(self, syn: SyntheticSet, dest: Path) -> str:
-        out = syn.export_imagefolder(dest)
+        out = syn.export_imagefolder(check_out_dir(dest, "the export folder"))
         return f"{len(syn)} images in {syn.spec.num_classes} class folders under {out}"
 
 
@@ -91,4 +92,4 @@ class Grid(Format):
     readable = False
 
     def write(self, syn: SyntheticSet, dest: Path) -> str:
-        return str(syn.save_grid(dest))
+        return str(syn.save_grid(check_out_file(dest, "the grid file")))

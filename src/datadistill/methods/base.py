@@ -296,4 +296,4 @@ def uses_batch_norm(net: nn.Module) -> bool:
 def check_finite(loss: torch.Tensor | float, it: int, advice: str) -> None:
     v = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     if not math.isfinite(v):
-        raise DistillError(f"the loss became {v} at iteration {it}; {advice}. The last checkpoint is kept.")
+        raise DistillError(f"the loss became {v} at iteration {it}; {advice}.")

@@ -21,11 +21,10 @@ import json
 from pathlib import Path
 from typing import IO
 
-import torch
-
+from .. import checkpoints
 from ..config import DistillConfig, load_yaml, save_yaml
-from ..errors import ConfigError, FormatError
-from ..fileio import atomic_path, write_json, write_text
+from ..errors import ConfigError
+from ..fileio import remove_stale_temporaries, write_json, write_text
 from ..synset import RUN_FOLDER_FILE, SyntheticSet
 
 CONFIG = "config.yaml"
@@ -39,7 +38,8 @@ EVAL_TABLE = "eval_table.json"
 EVALUATE = "evaluate.json"
 SHOW = "show.png"
 
-CHECKPOINT_FORMAT = "datadistill.checkpoint/1"
+RUN_FILES = (CONFIG, SYNSET, CHECKPOINT, METRICS, GRID_INIT, GRID_FINAL, EVAL, EVAL_TABLE, EVALUATE, SHOW)
+CHECKPOINT_FORMAT = checkpoints.FORMAT
 # Settings that may differ when resuming: they do not change the synthetic set's trajectory.
 # `sources` is the presets' citation text, which documents the settings rather than being one (a
 # reworded preset must not strand a run of hours).
@@ -75,7 +75,7 @@ class RunFolder:
         resume may change)."""
         if not (self.path / CONFIG).exists():
             return
-        saved = load_yaml((self.path / CONFIG).read_text())
+        saved = load_yaml((self.path / CONFIG).read_text(), str(self.path / CONFIG))
         a, b = saved.to_dict(), cfg.to_dict()
         diffs = [k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]
         # an artifact's contents must be the same ones (folders written before fingerprints have none)
@@ -122,20 +122,24 @@ class RunFolder:
 
     # -- checkpoint -----------------------------------------------------------------------
     def read_checkpoint(self) -> dict | None:
-        path = self.path / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001  (torch raises many types for a bad file)
-            raise FormatError(f"{path}: checkpoint is unreadable ({e}); delete it to start over") from e
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise FormatError(f"{path}: not a datadistill checkpoint")
-        return state
+        """The checked checkpoint (checkpoints.py), None when there is none."""
+        return checkpoints.read_checkpoint(self.path / CHECKPOINT)
 
     def write_checkpoint(self, iteration: int, distiller_state: dict) -> None:
-        with atomic_path(self.path / CHECKPOINT) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, "iteration": iteration, "distiller": distiller_state}, tmp)
+        checkpoints.write_checkpoint(self.path / CHECKPOINT, iteration, distiller_state)
+
+    def checkpoint_note(self) -> str:
+        return checkpoints.checkpoint_note(self.path / CHECKPOINT)
+
+    def remove_stale_temporaries(self) -> None:
+        """What atomic writes of a run killed mid-write left (`.synset.safetensors.*.tmp`, ...)."""
+        remove_stale_temporaries(self.path, RUN_FILES)
+
+    def final_validation_written(self, iterations: int) -> bool:
+        """Whether metrics.jsonl holds the final validation line (a run killed during the final
+        validation has every iteration but not it; the rerun validates again)."""
+        records = (json.loads(line) for line in self.metrics_upto(iterations))
+        return any(r.get("it") == iterations and "val_acc" in r and "distill_seconds" in r for r in records)
 
     # -- the set, its grids, its evaluations --------------------------------------------------
     def save_set(self, syn: SyntheticSet) -> None:

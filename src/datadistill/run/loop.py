@@ -33,7 +33,9 @@ from ..evaluate import EvalResult, evaluate
 from ..memstats import available_bytes, peak_memory
 from ..rng import resolve_device
 from ..synset import SyntheticSet
-from .folder import GRID_FINAL, GRID_INIT, RunFolder, default_out  # noqa: F401  (default_out: the API's name)
+from ..checkpoints import restore
+from ..errors import DistillError
+from .folder import CHECKPOINT, GRID_FINAL, GRID_INIT, RunFolder, default_out  # noqa: F401  (default_out: the API's name)
 from .setup import load_data, prepare
 
 
@@ -91,20 +93,20 @@ def run_distillation(
     if folder is not None and cfg.artifact_fingerprints:  # and not on other artifacts' contents
         dist.from_main(lambda: folder.check_same_run(cfg))
     distiller, zca, data = run.distiller, run.zca, run.data
+    start = 0
+    state = dist.from_main(lambda: folder.read_checkpoint() if folder is not None else None)  # sent to all
+    if state is not None:  # checked before anything is logged or written
+        start = restore(distiller, state, folder / CHECKPOINT)
     procs = f", {dist.world_size()} processes" if dist.active() else ""
     log(f"{cfg.method} on {cfg.dataset}, IPC {cfg.ipc}, preset {cfg.preset}, {cfg.iterations} iterations, "
         f"device {device}{procs}" + (f" -> {out}" if out is not None else ""))
     for note in distiller.setup_notes():
         log(note)
-
-    start = 0
-    state = dist.from_main(lambda: folder.read_checkpoint() if folder is not None else None)  # sent to all
     if state is not None:
-        distiller.load_state_dict(state["distiller"])
-        start = int(state["iteration"])
         log(f"resuming {out} from iteration {start}")
     if folder is not None and main:
         folder.path.mkdir(parents=True, exist_ok=True)
+        folder.remove_stale_temporaries()  # left by a run killed while writing
         folder.write_config(cfg)
         folder.write_grid(run.syn0, GRID_INIT, keep=True)
         folder.truncate_metrics(start)
@@ -130,7 +132,10 @@ def run_distillation(
                    disable=not progress, unit="it", initial=start, total=cfg.iterations)
         for it in bar:
             t0 = time.perf_counter()
-            rec = distiller.step(it)
+            try:
+                rec = distiller.step(it)
+            except DistillError as e:  # say whether there is a checkpoint to come back to
+                raise DistillError(f"{e}{folder.checkpoint_note() if folder is not None else ''}") from e
             rec = {"it": it + 1, **{k: float(v) for k, v in rec.items()}, "seconds": time.perf_counter() - t0,
                    **peak_memory(device)}
             bar.set_postfix(loss=f"{rec['loss']:.4g}")
@@ -155,7 +160,8 @@ def run_distillation(
             checkpoint(cfg.iterations)
         folder.save_set(syn)
         folder.write_grid(syn, GRID_FINAL)
-    if cfg.iterations > 0 and start < cfg.iterations:
+    if cfg.iterations > 0 and (start < cfg.iterations or folder is None
+                               or not folder.final_validation_written(cfg.iterations)):
         val = _validate(syn, cfg, data, device)
         log(f"final validation accuracy ({cfg.model}, {cfg.val_epochs} epochs, 1 run): {val:.2f}%")
         if folder is not None and main:
@@ -165,7 +171,6 @@ def run_distillation(
         for model in cfg.eval.models:
             res = evaluate(syn, cfg.eval, model=model, test=data.test, device=device, seed=cfg.seed, progress=progress)
             result.evals.append(res)
-            log(res.summary())
         if folder is not None and main:
             folder.write_evals(result.evals)
     result.peak_memory_mb = peak_memory_mb(device)

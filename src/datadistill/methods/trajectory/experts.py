@@ -41,6 +41,7 @@ from ...data import DatasetSpec
 from ...data.zca import DEFAULT_EPS
 from ...errors import ConfigError, FormatError
 from ...fileio import atomic_path
+from .shards import check_manifest, verify_shard
 from ...nets import make_net, param_layout, variants_of
 from .difficulty import CURRICULA, Curriculum, ScoreSettings
 
@@ -186,8 +187,12 @@ def shard_name(i: int) -> str:
 
 
 def read_manifest(directory: Path) -> dict | None:
-    """The experts folder's manifest (None when there is none); see `Artifact.read_manifest`."""
-    return Experts.read_manifest(directory)
+    """The experts folder's manifest (None when there is none), every field the loaders use
+    checked; see `Artifact.read_manifest`."""
+    m = Experts.read_manifest(directory)
+    if m is not None:
+        check_manifest(Path(directory) / MANIFEST, m)
+    return m
 
 
 def save_zca(path: Path, zca: dict[str, torch.Tensor], fingerprint: str) -> None:
@@ -269,7 +274,7 @@ class Experts(Artifact):
 
 
 def open_experts(directory: str | os.PathLike) -> Experts:
-    """The finished experts of a folder, with each shard's header checked (no data read)."""
+    """The finished experts of a folder, each shard's header checked and its data against its checksum."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:
@@ -294,6 +299,7 @@ def open_experts(directory: str | os.PathLike) -> Experts:
             raise FormatError(f"{path}: this shard does not belong to the experts of {directory / MANIFEST}")
         if shape != want:
             raise FormatError(f"{path}: trajectory has shape {shape}, the manifest says {want}")
+        verify_shard(path)
         files.append(path)
     return Experts(directory, manifest, files)
 

@@ -392,8 +392,7 @@ class TrajectoryMatching(ImageDistiller):
         lr = float(self.syn_lr.detach())
         if not (math.isfinite(lr) and lr > 0):
             raise DistillError(
-                f"the learned step size became {lr} at iteration {it}; lower lr_lr (now {self.opts.lr_lr}). "
-                "The last checkpoint is kept."
+                f"the learned step size became {lr} at iteration {it}; lower lr_lr (now {self.opts.lr_lr})."
             )
         return {"loss": float(loss.detach()), "lr": lr, "expert": self.last.expert, "start_epoch": self.last.start_epoch}
 

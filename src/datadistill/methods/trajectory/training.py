@@ -39,7 +39,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ... import dist
@@ -48,7 +47,8 @@ from ...augment import DSA
 from ...data import DatasetSplits, ImageData, load_dataset
 from ...data.zca import fit_zca, whiten
 from ...errors import ConfigError
-from ...fileio import atomic_path, write_json
+from ...fileio import write_json
+from .shards import save_shard
 from ...nets import flat_params, make_net, param_layout
 from ...rng import make_generator, resolve_device
 from ...train import accuracy, train_model
@@ -338,8 +338,7 @@ def train_experts(
         meta = {"format": SHARD_FORMAT, "format_version": FORMAT_VERSION, "index": str(i),
                 "experts": fingerprint, "epochs": str(settings.epochs), "num_params": str(num_params),
                 "test_accuracy": repr(acc), "seconds": repr(seconds)}
-        with atomic_path(path) as tmp:
-            save_file({"trajectory": traj.contiguous()}, str(tmp), metadata=meta)
+        save_shard(path, traj, meta)
         trained.append(i)
         if main:
             manifest["experts"].append({"index": i, "file": path.name, "test_accuracy": acc, "seconds": seconds,
