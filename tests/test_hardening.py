@@ -1,0 +1,111 @@
+"""What a kill, a full disk or a closed pipe leaves behind: no temporary files on the next run, the
+final validation resumed, files with the umask's mode, one error line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors import SafetensorError
+
+import datadistill.runner as runner
+import datadistill.synset as synset_module
+from datadistill.config import resolve_config
+from datadistill.errors import DistillError, OutputError
+from datadistill.methods.distribution import DistributionMatching
+from datadistill.runner import run_distillation
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = dict(device="cpu", batch_real=5, model_args={"width": 8, "depth": 2}, checkpoint_every=2,
+             val_epochs=2, eval={"runs": 0})
+
+
+def cfg(**over):
+    return resolve_config("dm", "toy", 2, "quick", **{**SMALL, "iterations": 4, **over})
+
+
+def final_lines(run):
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if "distill_seconds" in r]
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_on_the_next_run(tmp_path, toy):
+    run = tmp_path / "run"
+    run_distillation(cfg(iterations=2), run, data=toy, progress=False)
+    stale = [run / ".synset.safetensors.k1ll3d.tmp", run / ".checkpoint.pt.abc123.tmp", run / ".metrics.jsonl.x.tmp"]
+    for p in stale:
+        p.write_bytes(b"")
+    keep = run / ".my-own-notes.tmp"  # not a temporary of the run's files: left alone
+    keep.write_text("mine")
+    run_distillation(cfg(iterations=4), run, data=toy, progress=False)
+    assert not [p for p in stale if p.exists()]
+    assert keep.exists()
+
+
+def test_a_kill_during_the_final_validation_is_resumed(tmp_path, toy, monkeypatch):
+    run = tmp_path / "run"
+    real = runner._validate
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_validate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_distillation(cfg(), run, data=toy, progress=False)
+    assert final_lines(run) == []  # every iteration done, the final validation not
+    monkeypatch.setattr(runner, "_validate", real)
+    res = run_distillation(cfg(), run, data=toy, progress=False)
+    assert res.resumed_from == 4
+    assert [r["it"] for r in final_lines(run)] == [4]
+    run_distillation(cfg(), run, data=toy, progress=False)  # a finished run is not validated again
+    assert len(final_lines(run)) == 1
+
+
+def test_run_files_get_the_umask_mode(tmp_path, toy):
+    old = os.umask(0o022)
+    try:
+        run_distillation(cfg(iterations=2), tmp_path / "run", data=toy, progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_full_disk_is_one_error_and_leaves_no_temporary(tmp_path, toy, monkeypatch):
+    def full(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(synset_module, "save_file", full)
+    with pytest.raises(OutputError, match="synset.safetensors.*No space left"):
+        run_distillation(cfg(iterations=2), tmp_path / "run", data=toy, progress=False)
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_the_nan_message_says_whether_a_checkpoint_exists(tmp_path, toy, monkeypatch):
+    def nan_at_3(self, it):
+        if it == 2:
+            raise DistillError("the loss became nan at iteration 2; lower lr_img (now 1.0).")
+        return {"loss": 1.0}
+
+    monkeypatch.setattr(DistributionMatching, "step", nan_at_3)
+    with pytest.raises(DistillError, match="checkpoint.pt, is kept"):
+        run_distillation(cfg(), tmp_path / "a", data=toy, progress=False)  # checkpoint at 2
+    with pytest.raises(DistillError, match="No checkpoint had been written yet"):
+        run_distillation(cfg(checkpoint_every=10), tmp_path / "b", data=toy, progress=False)
+    with pytest.raises(DistillError) as e:
+        run_distillation(cfg(), None, data=toy, progress=False)
+    assert "kept" not in str(e.value)
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(0.5); "
+                          "from datadistill.cli import main; sys.exit(main(['datasets']))"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()  # the reader (`| head`) is gone before the first line
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    assert "Traceback" not in err and "Error" not in err, err
+    assert p.returncode == 1
