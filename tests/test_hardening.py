@@ -8,12 +8,12 @@ import sys
 import pytest
 from safetensors import SafetensorError
 
-import datadistill.runner as runner
+import datadistill.run.loop as runner
 import datadistill.synset as synset_module
 from datadistill.config import resolve_config
 from datadistill.errors import DistillError, OutputError
 from datadistill.methods.distribution import DistributionMatching
-from datadistill.runner import run_distillation
+from datadistill.run import run_distillation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -42,13 +42,31 @@ def read_checkpoint(path: Path | None) -> dict | None:
         raise FormatError(f"{path}: checkpoint field 'iteration' must be a count >= 0, got {it!r}; {_RESTART}")
     if not isinstance(state.get("distiller"), dict):
         raise FormatError(f"{path}: checkpoint field 'distiller' is missing or not a mapping; {_RESTART}")
-    return state
+    return _owned(state)
+
+
+def _owned(obj: Any) -> Any:
+    """`obj` with every tensor copied into its own dense memory: a crafted file can give a tensor
+    strides under which elements share memory, which in-place updates (an optimizer step) refuse."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone(memory_format=torch.contiguous_format)
+    if isinstance(obj, dict):
+        return {k: _owned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_owned(v) for v in obj)
+    return obj
 
 
 def restore(distiller: Any, state: dict, path: Path | None) -> int:
     """Load `state` (from `read_checkpoint`) into `distiller`; returns the iteration it is at."""
     try:
         distiller.load_state_dict(state["distiller"])
+        for opt in vars(distiller).values():  # an optimizer's settings are read only at its next step
+            if isinstance(opt, torch.optim.Optimizer):
+                for group in opt.param_groups:
+                    missing = sorted(set(opt.defaults) - set(group))
+                    if missing:
+                        raise KeyError(f"optimizer setting(s) {missing}")
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
         raise FormatError(
             f"{path}: checkpoint does not hold a state of this {getattr(distiller, 'name', '')} run "
