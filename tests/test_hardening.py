@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 import datadistill.run.loop as runner
 import datadistill.synset as synset_module
 from datadistill.config import resolve_config
-from datadistill.errors import DistillError, OutputError
+from datadistill.errors import DistillError, DivergedError, OutputError
 from datadistill.methods.distribution import DistributionMatching
 from datadistill.run import run_distillation
 
@@ -86,7 +86,7 @@ def test_a_full_disk_is_one_error_and_leaves_no_temporary(tmp_path, toy, monkeyp
 def test_the_nan_message_says_whether_a_checkpoint_exists(tmp_path, toy, monkeypatch):
     def nan_at_3(self, it):
         if it == 2:
-            raise DistillError("the loss became nan at iteration 2; lower lr_img (now 1.0).")
+            raise DivergedError("the loss became nan at iteration 2; lower lr_img (now 1.0).")
         return {"loss": 1.0}
 
     monkeypatch.setattr(DistributionMatching, "step", nan_at_3)

@@ -423,11 +423,7 @@ def _load_set(path: str):
 
 
 def _data_root(a: argparse.Namespace, syn) -> str | None:
-    if a.data_root:
-        return a.data_root
-    if os.environ.get("DATADISTILL_DATA"):
-        return None
-    return (syn.meta.get("config") or {}).get("data_root")
+    return a.data_root or syn.default_data_root()
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

@@ -13,6 +13,10 @@ class DistillError(DatadistillError, RuntimeError):
     """Distillation cannot go on (for example the loss became NaN)."""
 
 
+class DivergedError(DistillError):
+    """The optimization diverged (a NaN or infinite loss, a step size that left its range)."""
+
+
 class FormatError(DatadistillError, ValueError):
     """A file is not a datadistill file, or is corrupt."""
 

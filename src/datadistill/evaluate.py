@@ -14,12 +14,14 @@ floating-point rounding.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 from . import dist
 from .augment import DEFAULT_STRATEGY, DSA, strategy_for
@@ -123,7 +125,8 @@ def evaluate(
 ) -> EvalResult:
     """Train `protocol.runs` fresh networks `model` on `syn` and test each once on `test`
     (default: the real test split of the set's dataset; `split="val"` for the validation split,
-    which is what anything that selects must use).
+    which is what anything that selects must use); the real data is read from `data_root`, by
+    default where the set's run read it (`SyntheticSet.default_data_root`).
 
     `protocol`: the evaluation protocol, an `EvalConfig` (a run's ``cfg.eval``); `settings`
     override its fields by name (``runs=5, epochs=300, lr=0.01, aug="none", ...``), which is also
@@ -200,7 +203,9 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     set_lr = syn.lr if isinstance(syn, SyntheticSet) else None
     grid = p.lr_grid if (p.lr is None and set_lr is None and p.lr_grid) else []
     if test is None or (gain and train is None) or (grid and val is None):
-        splits = load_dataset(spec.name, data_root, image_size=spec.im_size)
+        if data_root is None and isinstance(syn, SyntheticSet):
+            data_root = syn.default_data_root()  # where the set was distilled from
+        splits = load_dataset(spec.name, data_root, image_size=spec.im_size, progress=progress)
         if test is None:
             test = splits.val if split == "val" else splits.test
         if gain and train is None:
@@ -246,7 +251,9 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
         results = [train_model(net, images, labels, generator=g, desc=f"eval {model} run {r + 1}/{runs}",
                                channels_last=channels_last, objective=objective, **train_kw)
                    for r, net, g in zip(mine, nets, gens)]
-    done = {r: (accuracy(net, test_x, test_y, precision=precision), res.seconds) for r, net, res in zip(mine, nets, results)}
+    tested = tqdm(list(zip(mine, nets, results)), desc=f"test {model} on {test_x.shape[0]:,} images", unit="run",
+                  disable=not progress, leave=False, file=sys.stderr)
+    done = {r: (accuracy(net, test_x, test_y, precision=precision), res.seconds) for r, net, res in tested}
     for part in dist.all_gather_objects(done):
         done.update(part)
     accs = [done[r][0] for r in range(runs)]

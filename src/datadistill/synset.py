@@ -67,6 +67,15 @@ class SyntheticSet:
         counts = torch.bincount(self.hard_labels.cpu(), minlength=self.spec.num_classes)
         return int(counts.max())
 
+    def default_data_root(self) -> str | None:
+        """Where to find the real data of the set's dataset when not told: the data root of the
+        run that distilled it (stored in its config), unless $DATADISTILL_DATA is set (the
+        environment then wins, as for any command). None: the usual default."""
+        if os.environ.get("DATADISTILL_DATA"):
+            return None
+        root = (self.meta.get("config") or {}).get("data_root") if isinstance(self.meta.get("config"), dict) else None
+        return root if isinstance(root, str) and root else None
+
     def to(self, device) -> "SyntheticSet":
         zca = None if self.zca is None else {k: v.to(device) for k, v in self.zca.items()}
         return SyntheticSet(self.images.to(device), self.labels.to(device), self.spec, self.lr, zca, self.meta)

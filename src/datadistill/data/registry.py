@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from . import idx, cifar, svhn, embedded  # noqa: F401,I001  (importing a reader registers its datasets, listed in this order)
 from . import download as dl
+from ..progress import stage
 from .base import DataError, DatasetSpec, DatasetSplits, ImageData
 from .embedded import mnist_5k_path
 from .folder import channel_stats, load_image_folder
@@ -136,7 +137,8 @@ def load_dataset(
             first image's size).
         val_fraction: fraction of each training class held out as ``val``.
         seed: seed of the validation split (fixed by default, independent of any run seed).
-        progress: show a download progress bar on stderr.
+        progress: show a download progress bar on stderr, and a line per reading or decoding
+            stage that takes more than a few seconds.
 
     Raises:
         DataError: unknown name, files missing (with where to get them), or corrupt files.
@@ -149,7 +151,8 @@ def load_dataset(
         path = name[len(FOLDER_PREFIX):]
         if not path:
             raise DataError(f"{FOLDER_PREFIX}PATH needs a path, e.g. {FOLDER_PREFIX}./my_images")
-        raw = load_image_folder(path, size)
+        with stage(f"reading and decoding the images of {FOLDER_PREFIX}{path}", progress):
+            raw = load_image_folder(path, size)
         mean, std = channel_stats(raw.train_images)
         spec_name, im_size = f"{FOLDER_PREFIX}{path}", tuple(raw.train_images.shape[2:])
     else:
@@ -157,7 +160,8 @@ def load_dataset(
         folder = data_root(root) / info.name
         if not info.embedded:
             ensure_files(info, folder, download_ok=download, progress=progress)
-        raw = info.reader(folder)
+        with stage(f"reading and decoding {info.name} ({folder})", progress):
+            raw = info.reader(folder)
         mean, std, spec_name, im_size = info.mean, info.std, info.name, size or info.im_size
     spec = DatasetSpec(
         name=spec_name, channels=int(raw.train_images.shape[1]), im_size=(int(im_size[0]), int(im_size[1])),
@@ -168,11 +172,12 @@ def load_dataset(
         if not len(labels):
             raise DataError(f"{spec_name}: the {split} split holds no images; the dataset files are incomplete")
     keep, held = stratified_split(raw.train_labels, float(val_fraction), int(seed))
-    return DatasetSplits(
-        train=_to_image_data(raw.train_images[keep], raw.train_labels[keep], spec),
-        val=_to_image_data(raw.train_images[held], raw.train_labels[held], spec),
-        test=_to_image_data(raw.test_images, raw.test_labels, spec),
-    )
+    with stage(f"normalizing {spec_name} ({len(raw.train_labels) + len(raw.test_labels):,} images)", progress):
+        return DatasetSplits(
+            train=_to_image_data(raw.train_images[keep], raw.train_labels[keep], spec),
+            val=_to_image_data(raw.train_images[held], raw.train_labels[held], spec),
+            test=_to_image_data(raw.test_images, raw.test_labels, spec),
+        )
 
 
 def list_datasets(root: str | os.PathLike | None = None) -> list[dict]:

@@ -32,7 +32,7 @@ from ..augment import DSA, strategy_for
 from ..config import DistillConfig
 from ..data import DatasetSplits, ImageData
 from ..data.zca import fit_zca
-from ..errors import ConfigError, DistillError
+from ..errors import ConfigError, DistillError, DivergedError
 from ..typed import build
 from ..nets import make_net
 from ..numerics import autocast, check_precision
@@ -296,4 +296,4 @@ def uses_batch_norm(net: nn.Module) -> bool:
 def check_finite(loss: torch.Tensor | float, it: int, advice: str) -> None:
     v = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     if not math.isfinite(v):
-        raise DistillError(f"the loss became {v} at iteration {it}; {advice}.")
+        raise DivergedError(f"the loss became {v} at iteration {it}; {advice}.")

@@ -34,7 +34,7 @@ from ..memstats import available_bytes, peak_memory
 from ..rng import resolve_device
 from ..synset import SyntheticSet
 from ..checkpoints import restore
-from ..errors import DistillError
+from ..errors import DivergedError
 from .folder import CHECKPOINT, GRID_FINAL, GRID_INIT, RunFolder, default_out  # noqa: F401  (default_out: the API's name)
 from .setup import load_data, prepare
 
@@ -134,8 +134,8 @@ def run_distillation(
             t0 = time.perf_counter()
             try:
                 rec = distiller.step(it)
-            except DistillError as e:  # say whether there is a checkpoint to come back to
-                raise DistillError(f"{e}{folder.checkpoint_note() if folder is not None else ''}") from e
+            except DivergedError as e:  # say whether there is a checkpoint to come back to
+                raise DivergedError(f"{e}{folder.checkpoint_note() if folder is not None else ''}") from e
             rec = {"it": it + 1, **{k: float(v) for k, v in rec.items()}, "seconds": time.perf_counter() - t0,
                    **peak_memory(device)}
             bar.set_postfix(loss=f"{rec['loss']:.4g}")
@@ -162,7 +162,7 @@ def run_distillation(
         folder.write_grid(syn, GRID_FINAL)
     if cfg.iterations > 0 and (start < cfg.iterations or folder is None
                                or not folder.final_validation_written(cfg.iterations)):
-        val = _validate(syn, cfg, data, device)
+        val = _validate(syn, cfg, data, device, progress=progress)  # minutes at the paper presets: a bar
         log(f"final validation accuracy ({cfg.model}, {cfg.val_epochs} epochs, 1 run): {val:.2f}%")
         if folder is not None and main:
             folder.append_metrics({"it": cfg.iterations, "val_acc": val, "distill_seconds": distill_seconds})
@@ -211,8 +211,9 @@ def dry_run(cfg: DistillConfig, *, data: DatasetSplits | None = None, progress: 
     return rec
 
 
-def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device: torch.device) -> float:
+def _validate(syn: SyntheticSet, cfg: DistillConfig, data: DatasetSplits, device: torch.device,
+              progress: bool = False) -> float:
     """Accuracy on the validation split (never the test split) of one network trained on `syn`."""
     res = evaluate(syn, cfg.validation_protocol(), model=cfg.model, model_args=cfg.model_args, test=data.val,
-                   split="val", device=device, seed=cfg.seed + 7919, progress=False)
+                   split="val", device=device, seed=cfg.seed + 7919, progress=progress)
     return res.mean

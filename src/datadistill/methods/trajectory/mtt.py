@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ...augment import DSA, DSAParams
-from ...errors import ConfigError, DistillError
+from ...errors import ConfigError, DistillError, DivergedError
 from ...nets import functional_forward, make_net
 from ...rng import make_generator
 from ...synset import SyntheticSet
@@ -391,7 +391,7 @@ class TrajectoryMatching(ImageDistiller):
             opt.step()
         lr = float(self.syn_lr.detach())
         if not (math.isfinite(lr) and lr > 0):
-            raise DistillError(
+            raise DivergedError(
                 f"the learned step size became {lr} at iteration {it}; lower lr_lr (now {self.opts.lr_lr})."
             )
         return {"loss": float(loss.detach()), "lr": lr, "expert": self.last.expert, "start_epoch": self.last.start_epoch}
