@@ -109,3 +109,32 @@ def test_a_closed_pipe_is_not_a_traceback():
     p.wait(timeout=60)
     assert "Traceback" not in err and "Error" not in err, err
     assert p.returncode == 1
+
+
+def test_a_long_stage_shows_a_line_and_a_short_one_none(capsys):
+    import time
+
+    from datadistill.progress import stage
+
+    with stage("reading a slow thing", delay=0.05):
+        time.sleep(0.3)
+    with stage("reading a fast thing", delay=5):
+        pass
+    with stage("reading a hidden thing", enabled=False, delay=0.0):
+        time.sleep(0.1)
+    err = capsys.readouterr().err
+    assert "reading a slow thing ..." in err and "reading a slow thing: done in" in err
+    assert "fast thing" not in err and "hidden" not in err
+
+
+def test_evaluate_shows_its_test_inference_and_no_progress_hides_it(toy, capsys):
+    from datadistill.evaluate import evaluate
+    from datadistill.synset import SyntheticSet
+
+    syn = SyntheticSet(toy.train.images[:6], toy.train.labels[:6], toy.train.spec)
+    kw = dict(model="convnet", runs=2, epochs=1, aug="none", test=toy.test, device="cpu",
+              model_args={"width": 8, "depth": 2})
+    evaluate(syn, **kw, progress=True)
+    assert "test convnet on 15 images" in capsys.readouterr().err
+    evaluate(syn, **kw, progress=False)
+    assert capsys.readouterr().err == ""
