@@ -222,6 +222,7 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "device-unknown": (lambda t, w: ["distill", *w.data(), "--device", "tpu", "--out", str(t / "o")], "device"),
         "device-cuda-absent": (lambda t, w: ["distill", *w.data(), "--device", "cuda:0", "--out", str(t / "o")], "cuda"),
         "image-size-zero": (lambda t, w: ["distill", *w.data(), "--image-size", "0", "--out", str(t / "o")], "image_size"),
+        "opt-not-a-number": (lambda t, w: ["distill", *w.data(), *TINY, "--opt", "real_chunk=abc", "--out", str(t / "o")], "real_chunk"),
         "opt-unknown": (lambda t, w: ["distill", *w.data(), "--opt", "nonsense=1", "--out", str(t / "o")], "nonsense"),
         "experts-for-dm": (lambda t, w: ["distill", *w.data(), "--experts", str(w.experts), "--out", str(t / "o")], "experts"),
         "mtt-without-experts": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--out", str(t / "o")], "--experts"),
