@@ -543,7 +543,6 @@ def cmd_baseline(a: argparse.Namespace) -> int:
     from .baseline import DEFAULT_EPOCHS, full_data_baseline
     from .evaluate import DEFAULT_LR
     from .fileio import write_json
-
     from .run import run_name
 
     dest = check_out_file(Path(a.out) if a.out else Path("runs") / f"baseline-{run_name(a.dataset)}-{a.model}.json")

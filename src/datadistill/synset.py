@@ -73,7 +73,8 @@ class SyntheticSet:
         environment then wins, as for any command). None: the usual default."""
         if os.environ.get("DATADISTILL_DATA"):
             return None
-        root = (self.meta.get("config") or {}).get("data_root") if isinstance(self.meta.get("config"), dict) else None
+        config = self.meta.get("config")
+        root = config.get("data_root") if isinstance(config, dict) else None
         return root if isinstance(root, str) and root else None
 
     def to(self, device) -> "SyntheticSet":

@@ -32,7 +32,7 @@ from ..augment import DSA, strategy_for
 from ..config import DistillConfig
 from ..data import DatasetSplits, ImageData
 from ..data.zca import fit_zca
-from ..errors import ConfigError, DistillError, DivergedError
+from ..errors import ConfigError, DivergedError
 from ..typed import build
 from ..nets import make_net
 from ..numerics import autocast, check_precision
