@@ -3,7 +3,7 @@ so the two cannot drift apart), at tiny budgets on generated data.
 
 What the test changes, and only that: budget flags appended (later flags win in argparse), the
 data root pointed at generated files (an IDX MNIST, a CIFAR-10 of five batches, an ImageFolder),
-`--device cuda` run on the CPU, `--real-subset 100` given 4 (the generated MNIST has 16 training
+`--device cuda` run on the CPU, `--zca-from RUN` given the README's `runs/mtt-cifar10`, `--real-subset 100` given 4 (the generated MNIST has 16 training
 images per class), no `--iterations` for the coreset methods (they have none), and the final
 validation shortened. Environment setup (venv,
 pip) and the suite itself (pytest) are not run; the benchmark scripts it names must exist and
@@ -42,7 +42,7 @@ TINY = {
 }
 # trajectory matching on 2-epoch experts
 TRAJECTORY = ["--opt", "max_start_epoch=1", "--opt", "expert_epochs=1", "--opt", "syn_steps=2"]
-VALUES = {("--real-subset", "100"): "4"}
+VALUES = {("--real-subset", "100"): "4", ("--zca-from", "RUN"): "runs/mtt-cifar10"}
 NOT_RUN = ("python3 -m venv", ". .venv/bin/activate", "pip install", "pytest")
 
 
@@ -51,12 +51,15 @@ def code_blocks(lang: str) -> list[str]:
 
 
 def shell_commands() -> list[str]:
-    """Each command of the bash blocks, comments dropped, `a && b` as two."""
+    """Each command of the bash blocks, comments dropped, `a && b` as two, and a choice written
+    `--format a|b|c` as one command per alternative."""
     out = []
     for block in code_blocks("bash"):
         for line in block.splitlines():
             line = re.sub(r"(^|\s)#.*$", "", line).strip()
-            out += [c.strip() for c in line.split("&&") if c.strip()]
+            for c in (c.strip() for c in line.split("&&") if c.strip()):
+                m = re.search(r"(?<=\s)[\w-]+(\|[\w-]+)+(?=\s|$)", c)
+                out += [c[:m.start()] + alt + c[m.end():] for alt in m.group(0).split("|")] if m else [c]
     return out
 
 
@@ -123,6 +126,33 @@ def tiny(argv: list[str], root: Path) -> list[str]:
     return argv + extra
 
 
+def publish_sets(here: Path) -> None:
+    """The files the README's "Evaluating a published set" commands read, as the other code bases
+    lay them out (written by datadistill's own exporters): a tiny CIFAR-10 set distilled with ZCA
+    in `runs/mtt-cifar10` (the run the README takes the whitening from) saved in the MTT and DATM
+    layouts, and one without ZCA in the DD-Ranking, ImageFolder and VICO (three experiments) ones."""
+    import torch
+
+    from datadistill.config import resolve_config
+    from datadistill.interop import write_set
+    from datadistill.run import run_distillation
+
+    small = dict(iterations=1, batch_real=2, device="cpu", eval={"runs": 0}, val_epochs=1)
+    zca = run_distillation(resolve_config("dm", "cifar10", 1, "quick", zca=True, **small), here / "runs" / "mtt-cifar10",
+                           progress=False).synset
+    plain = run_distillation(resolve_config("dm", "cifar10", 1, "quick", **small), None, progress=False).synset
+    for fmt, folder in (("mtt", here / "logged_files" / "CIFAR10" / "run"),
+                        ("datm", here / "logged_files" / "CIFAR10" / "10" / "ConvNet" / "run")):
+        write_set(zca, folder, fmt)
+        (folder / "datadistill.json").unlink(missing_ok=True)  # what only datadistill's export adds
+    write_set(plain, here / "ddr", "ddranking")
+    write_set(plain, here / "my_pngs", "imagefolder")
+    vico = here / "res_DM_CIFAR10_ConvNet_10ipc.pt"
+    write_set(plain, vico, "vico")
+    saved = torch.load(vico, weights_only=True)
+    torch.save({**saved, "data": saved["data"] * 3}, vico)  # experiments 0, 1, 2
+
+
 def test_every_readme_command_runs(data_root, tmp_path, monkeypatch, tiny_validation, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATADISTILL_DATA", str(data_root))
@@ -131,6 +161,7 @@ def test_every_readme_command_runs(data_root, tmp_path, monkeypatch, tiny_valida
     for c in ("cat", "dog"):
         for i in range(8):
             fx.write_image(images / c / f"{i}.png", fx.images_for(np.array([i % 2]), 3, 8)[0].transpose(1, 2, 0).copy())
+    publish_sets(tmp_path)
     failed = []
     for cmd in shell_commands():
         if not cmd.startswith("datadistill "):
@@ -148,7 +179,7 @@ def test_every_readme_command_runs(data_root, tmp_path, monkeypatch, tiny_valida
     assert (tmp_path / "runs" / "mnist-5k-dm-ipc10" / "eval.json").exists()
     assert (tmp_path / "runs" / "folder-my_images-dm-ipc5" / "synset.safetensors").exists()
     assert (tmp_path / "runs" / "mnist-dm" / "show.png").exists()
-    assert len(list((tmp_path / "out").glob("*/*.png"))) == 100
+    assert len(list((tmp_path / "out").glob("00?_[0-9]/*.png"))) == 100  # MNIST's classes
     assert (tmp_path / "report.html").exists()
 
 
