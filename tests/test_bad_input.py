@@ -297,6 +297,8 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "evaluate-models-empty": (lambda t, w: ["evaluate", S(w), "--models", ",", "--data-root", str(w.root)], "--models"),
         "evaluate-epochs-zero": (lambda t, w: ["evaluate", S(w), "--epochs", "0", "--data-root", str(w.root)], "--epochs"),
         "evaluate-runs-zero": (lambda t, w: ["evaluate", S(w), "--runs", "0", "--data-root", str(w.root)], "runs"),
+        "evaluate-lr-grid-not-numbers": (lambda t, w: ["evaluate", S(w), "--lr-grid", "0.01,fast", "--data-root", str(w.root),
+                                                       "--runs", "1", "--epochs", "1", "--no-progress"], "lr_grid"),
         "evaluate-lr-negative": (lambda t, w: ["evaluate", S(w), "--lr", "-1", "--data-root", str(w.root)], "--lr"),
         "nas-runs-zero": (lambda t, w: ["nas", S(w), "--runs", "0", "--data-root", str(w.root)], "runs"),
         # -- experts -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ so the two cannot drift apart), at tiny budgets on generated data.
 What the test changes, and only that: budget flags appended (later flags win in argparse), the
 data root pointed at generated files (an IDX MNIST, a CIFAR-10 of five batches, an ImageFolder),
 `--device cuda` run on the CPU, `--zca-from RUN` given the README's `runs/mtt-cifar10`, `--real-subset 100` given 4 (the generated MNIST has 16 training
-images per class), no `--iterations` for the coreset methods (they have none), and the final
+images per class), no `--iterations` for the coreset methods (they have none), one lr instead of a protocol's lr grid, and the final
 validation shortened. Environment setup (venv,
 pip) and the suite itself (pytest) are not run; the benchmark scripts it names must exist and
 compile (they take minutes to hours). Prose mentions of `datadistill ...` must parse.
@@ -33,7 +33,7 @@ SHARED = "../shared/data"
 
 TINY = {
     "distill": ["--iterations", "1", "--batch-real", "2", "--checkpoint-every", "1", "--eval-runs", "1", "--eval-epochs", "1"],
-    "evaluate": ["--runs", "1", "--epochs", "1"],
+    "evaluate": ["--runs", "1", "--epochs", "1", "--lr-grid", "0.01"],
     "experts": ["--experts", "1", "--epochs", "2", "--batch-size", "16", "--score-nets", "1", "--score-epochs", "1"],
     "nas": ["--epochs-syn", "1", "--epochs-real", "1", "--variants", "small", "--val-subset", "1"],
     "continual": ["--iterations", "1", "--epochs", "1", "--runs", "1"],

@@ -185,6 +185,10 @@ def protocol_with(protocol: EvalConfig | None, settings: dict) -> EvalConfig:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"unknown evaluation setting(s) {unknown}; valid: {sorted(known)}")
+    from .typed import coerce, field_types  # "0.01,0.1" for lr_grid, "300" for epochs: the field's type
+
+    types_ = field_types(EvalConfig)
+    settings = {k: coerce(v, types_[k], f"evaluation setting {k}") for k, v in settings.items()}
     return replace(base, **settings) if settings else base
 
 
