@@ -81,7 +81,7 @@ def test_prose_mentions_of_commands_parse():
     parser = build_parser()
     for m in re.finditer(r"`(datadistill [^`]+)`", README):
         text = re.sub(r"\[([^\]]*)\]", r"\1", " ".join(m.group(1).split()))  # [--model convnet]: optional
-        argv = ["run_folder" if a == "RUN" else a for a in shlex.split(text)[1:]]
+        argv = ["run_folder" if a == "RUN" else a for a in shlex.split(text)[1:] if a != "..."]  # ...: elided flags
         if argv in (["evaluate"], ["experts"]):  # the command's name alone
             argv = [argv[0], "--help"]
         elif argv[0] in ("evaluate", "show", "nas") and argv[1].startswith("--"):  # a flag of the command
