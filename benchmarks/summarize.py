@@ -300,6 +300,34 @@ def dsa_gap_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def soft_labels_table(doc: dict) -> str:
+    """benchmarks/soft_labels.py: the teachers and baselines, then per set and protocol the
+    accuracy, the random subset's, and DD-Ranking's scores (rows still to run are left out)."""
+    rows = doc["results"]
+    lines = [f"`{doc['command']}` (evaluation budget {doc.get('eval_budget')})", "",
+             "| dataset | job | result | seconds | run |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("job") == "teacher":
+            lines.append(f"| {r['dataset']} | teacher {r['model']} | test {r['test_accuracy']:.2f} %, validation "
+                         f"{r['val_accuracy']:.2f} % | {r['seconds']:.0f} | {provenance(r, doc)} |")
+        elif r.get("job") == "baseline":
+            lines.append(f"| {r['dataset']} | full-data ConvNet, {r['epochs']} epochs | test {r['test_mean']:.2f} +- "
+                         f"{r['test_std']:.2f} % | {r['train_seconds']:.0f} | {provenance(r, doc)} |")
+        elif r.get("job") == "set":
+            lines.append(f"| {r['dataset']} | {r['method']} set, {r['iterations']} iterations | | "
+                         f"{r['distill_seconds']:.0f} | {provenance(r, doc)} |")
+    evals = [r for r in rows if r.get("job") == "eval" and "scores" in r]
+    if evals:
+        lines += ["", "| dataset | method | protocol | set % | random % | IOR | HLR | LRS | ARS |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in evals:
+            s = r["scores"]
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['protocol']} | {acc(r['accuracy'])} | "
+                         f"{r['random_mean']:.2f} | {s['ior']['mean']:+.2f} | {s['hlr']['mean']:+.2f} | "
+                         f"{s['lrs']['mean']:.3f} | {s['ars']['mean']:.3f} |")
+    return "\n".join(lines)
+
+
 def _first(doc: dict, key: str):
     return next((r[key] for r in doc["results"] if key in r), "?")
 
@@ -308,7 +336,8 @@ def table(path: Path) -> str:
     doc = json.loads(path.read_text())
     special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
                "baseline_mnist": baseline_table, "pad_cifar10": pad_table, "speed": speed_table,
-               "precision": precision_table, "paper_protocol": paper_protocol_table, "dsa_gap_mnist": dsa_gap_table}
+               "precision": precision_table, "paper_protocol": paper_protocol_table, "dsa_gap_mnist": dsa_gap_table,
+               "soft_labels": soft_labels_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
     rows = doc.get("results")
