@@ -25,6 +25,14 @@ from datadistill import tune_allocator  # noqa: E402
 ALLOCATOR_TUNED = tune_allocator()
 
 
+def data_root_arg(argv: list[str]) -> str:
+    """The data root of a benchmark's command line: `--data-root DIR`, else $DATADISTILL_DATA, else
+    ../shared/data beside the checkout."""
+    if "--data-root" in argv:
+        return argv[argv.index("--data-root") + 1]
+    return os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
+
+
 def machine() -> dict:
     import torch
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from common import DEFAULT_DATA, REPO, run_jobs, run_one
+from common import REPO, data_root_arg, run_jobs, run_one
 
 NAME = "dsa_gap_mnist"
 ITERATIONS = 60
@@ -58,9 +58,7 @@ def job_gap(job: dict) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
-    if "--data-root" in argv:
-        data_root = argv[argv.index("--data-root") + 1]
+    data_root = data_root_arg(argv)
     jobs = [{"job": "gap", "seed": s, "flip": rule, "data_root": data_root} for s in (0, 1) for rule in RULES]
     run_jobs(NAME, jobs, {"gap": job_gap}, argv, label_keys=("seed", "flip"))
 

@@ -25,11 +25,10 @@ Usage: python benchmarks/mtt_cifar10.py [--data-root DIR]   (2.5 to 3 hours on a
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-from common import DEFAULT_DATA, REPO, rss_mb, run_jobs
+from common import REPO, data_root_arg, rss_mb, run_jobs
 
 NAME = "mtt_cifar10"
 EXPERTS = REPO / "runs" / "experts-cifar10-quick"
@@ -173,9 +172,7 @@ def plan(data_root: str) -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
-    data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
-    if "--data-root" in argv:
-        data_root = argv[argv.index("--data-root") + 1]
+    data_root = data_root_arg(argv)
     run_jobs(NAME, plan(data_root), JOBS, argv, label_keys=("job", "ipc", "unroll"))
 
 

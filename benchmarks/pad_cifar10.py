@@ -31,12 +31,11 @@ Usage: python benchmarks/pad_cifar10.py [--data-root DIR]   (about 3 hours on a 
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
-from common import DEFAULT_DATA, REPO, RESULTS, rss_mb, run_jobs
+from common import REPO, RESULTS, data_root_arg, rss_mb, run_jobs
 
 NAME = "pad_cifar10"
 IPC = 10
@@ -167,9 +166,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def main(argv: list[str]) -> None:
     smoke = "--smoke" in argv
-    data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
-    if "--data-root" in argv:
-        data_root = argv[argv.index("--data-root") + 1]
+    data_root = data_root_arg(argv)
 
     def extra(rows: list[dict]) -> dict:
         return {"smoke": smoke,

@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DEFAULT_DATA, RESULTS, rss_mb, run_jobs, run_one
+from common import RESULTS, data_root_arg, rss_mb, run_jobs, run_one
 
 NAME = "paper_protocol"
 EVAL_RUNS = 5
@@ -213,9 +213,7 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def main(argv: list[str]) -> None:
     smoke, gpu = "--smoke" in argv, "--gpu" in argv
-    data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
-    if "--data-root" in argv:
-        data_root = argv[argv.index("--data-root") + 1]
+    data_root = data_root_arg(argv)
     dest = RESULTS / f"{NAME}{'_gpu' if gpu else ''}{'_smoke' if smoke else ''}.json"
     if "--out" in argv:
         dest = Path(argv[argv.index("--out") + 1]).resolve()

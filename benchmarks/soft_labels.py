@@ -26,12 +26,11 @@ Usage: python benchmarks/soft_labels.py [--data-root DIR] [--resume] [--only I,J
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
-from common import DEFAULT_DATA, REPO, RESULTS, rss_mb, run_jobs
+from common import REPO, RESULTS, data_root_arg, rss_mb, run_jobs
 
 NAME = "soft_labels"
 IPC = 10
@@ -173,9 +172,7 @@ def plan(data_root: str, smoke: bool) -> list[dict]:
 
 def main(argv: list[str]) -> None:
     smoke = "--smoke" in argv
-    data_root = os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
-    if "--data-root" in argv:
-        data_root = argv[argv.index("--data-root") + 1]
+    data_root = data_root_arg(argv)
     run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "dataset", "method", "kind", "protocol"),
              dest=RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json", extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})
 
