@@ -83,9 +83,42 @@ def test_dm_bf16_step_gives_nearly_the_fp32_gradient(toy):
 
 
 def test_second_order_methods_refuse_bf16(toy):
-    cfg = resolve_config("dc", "toy", 2, "quick", device="cpu", precision="bf16")
-    with pytest.raises(ConfigError, match="precision bf16 is available for the distillation of datadam, dm only"):
-        get_method("dc")(cfg, toy, CPU)
+    for method in ("mtt", "pad"):  # their whole loss differentiates through the student's gradients
+        cfg = resolve_config(method, "toy", 2, "quick", device="cpu", precision="bf16")
+        with pytest.raises(ConfigError, match="precision bf16 is available for the distillation of "
+                                              "datadam, dc, dm, dsa only"):
+            get_method(method)(cfg, toy, CPU)
+
+
+@pytest.mark.parametrize("method", ["dc", "dsa"])
+def test_gradient_matching_runs_only_its_first_order_parts_in_bf16(toy, method, monkeypatch):
+    """The real-batch gradients and the inner loop under autocast; the synthetic gradients (the
+    second-order path) and the matching in fp32, so the image gradient stays close to fp32's."""
+    import datadistill.methods.gradient as gm
+
+    seen = {"real": [], "syn": [], "inner": []}
+    real_r, real_s, real_t = gm.real_gradients, gm.synthetic_gradients, gm.train_model
+    monkeypatch.setattr(gm, "real_gradients", lambda *a, **k: (seen["real"].append(torch.is_autocast_enabled("cpu")),
+                                                                real_r(*a, **k))[1])
+    monkeypatch.setattr(gm, "synthetic_gradients", lambda *a, **k: (seen["syn"].append(torch.is_autocast_enabled("cpu")),
+                                                                     real_s(*a, **k))[1])
+    monkeypatch.setattr(gm, "train_model", lambda *a, **k: (seen["inner"].append(k["precision"]), real_t(*a, **k))[1])
+    grads = {}
+    for precision in ("fp32", "bf16"):
+        for v in seen.values():
+            v.clear()
+        cfg = resolve_config(method, "toy", 2, "quick", device="cpu", batch_real=6, precision=precision,
+                             model_args={"width": 16, "depth": 2}, method_args={"outer_loop": 2, "inner_loop": 1})
+        d = get_method(method)(cfg, toy, CPU)
+        d.init(initial_synset(toy.train, cfg.ipc, cfg.init, make_generator(0, "init")))
+        d.opt_img.step = lambda: None  # keep the images: compare the gradients of the last outer step
+        d.step(0)
+        grads[precision] = d.images.grad.clone()
+        bf16 = precision == "bf16"
+        assert set(seen["real"]) == {bf16} and set(seen["syn"]) == {False} and set(seen["inner"]) == {precision}
+        assert d.images.grad.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(grads["fp32"].flatten(), grads["bf16"].flatten(), dim=0)
+    assert not torch.equal(grads["fp32"], grads["bf16"]) and cos > 0.9
 
 
 def test_upcast_only_raises_reduced_precision():

@@ -80,9 +80,11 @@ class Distiller(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     learns_images: ClassVar[bool] = True
-    # cfg.precision "bf16" allowed: the loss is plain forward passes (autocast around `loss`, the
-    # backward outside it); methods that differentiate through gradients inside their loss do not
-    supports_bf16: ClassVar[bool] = False
+    # cfg.precision "bf16" allowed: True, the loss is plain forward passes (autocast around `loss`,
+    # the backward outside it); "first-order", only the method's first-order parts run in bf16 (DC,
+    # DSA: the real-batch gradients and the inner loop) while the second-order matching stays fp32;
+    # False: methods that differentiate through gradients everywhere (MTT, PAD)
+    supports_bf16: ClassVar[bool | str] = False
     # the artifact kinds the method needs (artifacts.py), resolved by the run setup from cfg.artifacts
     requires: ClassVar[tuple[str, ...]] = ()
 
@@ -107,7 +109,8 @@ class Distiller(ABC):
             able = [m for m in available_methods() if get_method(m).supports_bf16]
             raise ConfigError(
                 f"precision {cfg.precision} is available for the distillation of {', '.join(able)} only (losses "
-                f"that are plain forward passes), not {self.name}; use precision fp32 for the distillation "
+                f"that are plain forward passes, or whose first-order parts alone run in it), not {self.name}, "
+                f"whose loss differentiates through its gradients; use precision fp32 for the distillation "
                 f"(the evaluation's precision is a separate setting)"
             )
         self.cfg = cfg

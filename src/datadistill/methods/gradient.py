@@ -41,8 +41,9 @@ the plain one-batch-per-class computation (`matching_loss(..., real_chunk=None)`
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from ..errors import ConfigError
+from ..numerics import autocast
 from ..synset import SyntheticSet
 from ..train import train_model
 from .. import dist
@@ -164,12 +166,15 @@ def _labels(classes: Sequence[int] | None, batches: Sequence[Tensor]) -> Sequenc
 
 
 def matching_loss(net: nn.Module, reals: Sequence[Tensor], syns: Sequence[Tensor], distance: str = "layerwise",
-                  real_chunk: int | None = None, classes: Sequence[int] | None = None) -> Tensor:
+                  real_chunk: int | None = None, classes: Sequence[int] | None = None,
+                  real_context: Callable[[], Any] = contextlib.nullcontext) -> Tensor:
     """sum over classes c of distance(gradient on reals[c], gradient on syns[c]); differentiable
     w.r.t. `syns`. `real_chunk=None` is the plain reference computation (one batch per class).
-    `classes`: the class of each batch (None: reals[c] and syns[c] are of class c)."""
+    `classes`: the class of each batch (None: reals[c] and syns[c] are of class c).
+    `real_context`: the context the real-batch gradients are computed in (bf16 autocast for
+    precision bf16); the synthetic gradients and the distance are always computed outside it."""
     distance_fn = DISTANCES[distance]
-    with record_function("gm/real_grad"):
+    with record_function("gm/real_grad"), real_context():
         g_real = real_gradients(net, reals, real_chunk, classes)
     with record_function("gm/syn_grad"):
         g_syn = synthetic_gradients(net, syns, classes)
@@ -209,6 +214,10 @@ class GMOptions:
 
 @register_method("dc")
 class GradientMatching(ImageDistiller):
+    # bf16 for the first-order parts only: the real-batch gradients (constants of the loss) and the
+    # inner-loop training; the synthetic gradients and the matching, differentiated twice, stay fp32
+    supports_bf16 = "first-order"
+
     """DC: gradient matching without augmentation (`dsa` subclasses it with DSA)."""
 
     Options = GMOptions
@@ -255,7 +264,8 @@ class GradientMatching(ImageDistiller):
         reals, syns = self.class_batches(classes)
         if not classes:
             return self.no_loss()
-        return matching_loss(net, reals, syns, self.opts.distance, self.real_chunk, classes=classes)
+        return matching_loss(net, reals, syns, self.opts.distance, self.real_chunk, classes=classes,
+                             real_context=lambda: autocast(self.device, self.cfg.precision))
 
     def train_network(self, net: nn.Module) -> None:
         """`inner_loop` epochs of plain SGD on a detached copy of the synthetic set."""
@@ -268,7 +278,7 @@ class GradientMatching(ImageDistiller):
         train_model(
             net, self.images.detach().clone(), self.labels.detach().clone(), epochs=self.inner_loop,
             lr=self.opts.lr_net, generator=self.gen, batch_size=self.opts.batch_train, momentum=0.0,
-            weight_decay=0.0, decay_at=(), aug=aug, desc="inner",
+            weight_decay=0.0, decay_at=(), aug=aug, desc="inner", precision=self.cfg.precision,
         )
 
     # -- the interface -------------------------------------------------------------------
