@@ -131,7 +131,8 @@ class DistillConfig:
                                          help="a method-specific option, checked against the method's options "
                                               "(repeatable; docs/methods/)")
     precision: str = option("fp32", choices=("fp32", "bf16"),
-                            help="fp32 (default) or bf16: autocast of the loss's forward passes (dm and datadam only)")
+                            help="fp32 (default) or bf16: autocast of the loss's forward passes (dm, datadam) or of the "
+                                 "first-order parts (dc, dsa: real-batch gradients, inner loop)")
     eval: EvalConfig = field(default_factory=EvalConfig)
     sources: list[str] = field(default_factory=list)  # where the preset values come from
 
