@@ -228,7 +228,7 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "mtt-without-experts": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--out", str(t / "o")], "--experts"),
         "mtt-experts-missing": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--experts", str(t / "none"),
                                               "--out", str(t / "o")], "experts"),
-        "bf16-for-dc": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "dc", "--precision", "bf16", "--out", str(t / "o")], "precision"),
+        "bf16-for-mtt": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--precision", "bf16", "--out", str(t / "o")], "precision"),
         # -- output paths -------------------------------------------------------------------------------
         "out-is-a-file": (lambda t, w: ["distill", *w.data(), *TINY, "--out", str(_file(t / "f.txt"))], "f.txt"),
         "out-under-a-file": (lambda t, w: ["distill", *w.data(), *TINY, "--out", str(_file(t / "f.txt") / "run")], "f.txt"),

@@ -173,7 +173,8 @@ def _artifacts_from_old_keys(d: dict) -> None:
 
 def validate(cfg: DistillConfig) -> None:
     """Check values that can be checked without the data. Raises ConfigError."""
-    check_method(cfg.method)
+    check_precision(cfg.precision)
+    check_method(cfg.method, cfg.precision)
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
     if cfg.init not in INITS:
@@ -211,7 +212,6 @@ def validate(cfg: DistillConfig) -> None:
             raise ConfigError(f"unknown network {m!r}; valid choices: {', '.join(list_nets())}")
     if cfg.eval.lr is not None and not cfg.eval.lr > 0:
         raise ConfigError(f"eval lr must be > 0, got {cfg.eval.lr}")
-    check_precision(cfg.precision)
     check_precision(cfg.eval.precision)
     for switch in ("compile", "channels_last", "dsa_digit_rule"):
         if not isinstance(getattr(cfg.eval, switch), bool):
@@ -220,12 +220,15 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"dsa_digit_rule must be true or false, got {cfg.dsa_digit_rule!r}")
 
 
-def check_method(method: str) -> None:
-    """ConfigError unless `method` is registered (methods/registry.py is the one list of methods)."""
-    from .methods import available_methods
+def check_method(method: str, precision: str = "fp32") -> None:
+    """ConfigError unless `method` is registered (methods/registry.py is the one list of methods)
+    and can distil at `precision`."""
+    from .methods import available_methods, get_method
+    from .methods.base import refuse_precision
 
     if method not in available_methods():
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(available_methods())}")
+    refuse_precision(get_method(method), precision)
 
 
 def preset_file(method: str) -> str:

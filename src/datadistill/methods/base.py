@@ -73,6 +73,21 @@ def initial_synset(train: ImageData, ipc: int, init: str, generator: torch.Gener
     return SyntheticSet(images.float(), labels, spec, meta={"init": init})
 
 
+def refuse_precision(method_cls: type, precision: str) -> None:
+    """ConfigError when `method_cls` cannot distil at `precision` (see `Distiller.supports_bf16`)."""
+    if precision == "fp32" or method_cls.supports_bf16:
+        return
+    from .registry import available_methods, get_method
+
+    able = [m for m in available_methods() if get_method(m).supports_bf16]
+    raise ConfigError(
+        f"precision {precision} is available for the distillation of {', '.join(able)} only (losses that are plain "
+        f"forward passes, or whose first-order parts alone run in it), not {method_cls.name}, whose loss "
+        f"differentiates through its gradients; use precision fp32 for the distillation (the evaluation's "
+        f"precision is a separate setting)"
+    )
+
+
 class Distiller(ABC):
     """One distillation method. Subclasses set `name`, optionally `Options` (a dataclass of the
     method's own settings, filled from `cfg.method_args`), and implement `init` and `step`."""
@@ -103,16 +118,7 @@ class Distiller(ABC):
 
     def __init__(self, cfg: DistillConfig, data: DatasetSplits, device: torch.device, artifacts: dict | None = None):
         check_precision(cfg.precision, device)
-        if cfg.precision != "fp32" and not self.supports_bf16:
-            from .registry import available_methods, get_method
-
-            able = [m for m in available_methods() if get_method(m).supports_bf16]
-            raise ConfigError(
-                f"precision {cfg.precision} is available for the distillation of {', '.join(able)} only (losses "
-                f"that are plain forward passes, or whose first-order parts alone run in it), not {self.name}, "
-                f"whose loss differentiates through its gradients; use precision fp32 for the distillation "
-                f"(the evaluation's precision is a separate setting)"
-            )
+        refuse_precision(type(self), cfg.precision)
         self.cfg = cfg
         self.spec = data.spec
         self.device = device
