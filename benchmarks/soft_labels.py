@@ -23,6 +23,9 @@ Usage: python benchmarks/soft_labels.py [--data-root DIR] [--resume] [--only I,J
        a 2-core CPU: run it in parts with --only from a pinned worktree)
        python benchmarks/soft_labels.py --smoke   (tiny budgets and networks: checks the code path;
                                                     its numbers mean nothing)
+       python benchmarks/soft_labels.py --plot    (results/soft_labels.png from the JSON: each set's
+                                                    gain over random, IOR, per protocol; also written
+                                                    after every run)
 """
 from __future__ import annotations
 
@@ -170,11 +173,50 @@ def plan(data_root: str, smoke: bool) -> list[dict]:
     return jobs
 
 
+def plot(doc: dict, dest: Path) -> Path:
+    """One panel per dataset: each method's gain over the random subset under the same protocol
+    (DD-Ranking's IOR, mean over the evaluation runs with their spread as error bars), one bar per
+    protocol. Evaluations not yet run are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = [r for r in doc["results"] if r.get("job") == "eval" and "scores" in r]
+    datasets = [d for d in dict.fromkeys(r["dataset"] for r in evals)]
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 3.6), squeeze=False)
+    width = 0.8 / len(PROTOCOLS)
+    for ax, dataset in zip(axes[0], datasets):
+        methods = [m for m in METHODS if any(r["dataset"] == dataset and r["method"] == m for r in evals)]
+        for k, protocol in enumerate(PROTOCOLS):
+            rows = {r["method"]: r for r in evals if r["dataset"] == dataset and r["protocol"] == protocol}
+            xs = [i + (k - (len(PROTOCOLS) - 1) / 2) * width for i, m in enumerate(methods) if m in rows]
+            ior = [rows[m]["scores"]["ior"] for m in methods if m in rows]
+            ax.bar(xs, [s["mean"] for s in ior], width, yerr=[s.get("std", 0.0) for s in ior], capsize=2,
+                   label=protocol)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_title(f"{dataset}, IPC {IPC}")
+        ax.set_ylabel("accuracy gain over random (points)")
+        ax.legend(title="protocol", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)
+    return dest
+
+
 def main(argv: list[str]) -> None:
+    import json
+
     smoke = "--smoke" in argv
+    dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
+    if "--plot" in argv:
+        print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
+        return
     data_root = data_root_arg(argv)
     run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "dataset", "method", "kind", "protocol"),
-             dest=RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json", extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})
+             dest=dest, extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})
+    print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
 
 
 if __name__ == "__main__":

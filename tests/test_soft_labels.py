@@ -266,3 +266,27 @@ def test_evaluate_command_with_a_protocol_and_the_scores(tmp_path, tiny, teacher
     assert r0["ior"] == pytest.approx(s["accuracies"]["set"][0] - s["accuracies"]["random"][0])
     assert r0["lrs"] == pytest.approx(lrs(r0["ior"], r0["hlr"]))
     assert doc[0]["extra"]["protocol"] == "ddranking" and cli is not None
+
+
+def test_rank_scores_runs_each_distinct_protocol_once(tiny, monkeypatch):
+    import sys
+
+    from datadistill.scores import rank_scores
+
+    ev = sys.modules["datadistill.evaluate"]  # the package exports the function under the module's name
+
+    calls = []
+    real = ev.evaluate
+
+    def counting(syn, protocol, **kw):
+        calls.append((len(syn.images), protocol.aug, protocol.labels))
+        return real(syn, protocol, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", counting)
+    p = EvalConfig(runs=1, epochs=1, aug="dsa", lr=0.01)  # hard labels with DSA: its own hard and augmented variant
+    s = rank_scores(_set(tiny), p, "convnet", 90.0, test=tiny.test, train=tiny.train, device="cpu",
+                    model_args=TINY_NET)
+    assert sorted(calls) == [(6, "dsa", "hard")] * 2 + [(6, "none", "hard")] * 2  # set and random, with and without augmentation
+    a = s["accuracies"]
+    assert a["set_aug"] == a["set"] == a["set_hard"] and a["random_aug"] == a["random"]
+    assert s["per_run"][0]["ior"] == pytest.approx(a["set"][0] - a["random"][0])

@@ -64,7 +64,9 @@ def rank_scores(syn, protocol, model: str, full_hard: float, *, test, train, val
     `full_hard`: the accuracy (percent) of `model` trained on the full training split with hard
     labels (`datadistill baseline`). Evaluations: the set and a random subset (same size and class
     balance, `evaluate.random_real_subset`) under the protocol, with and without augmentation; the
-    set with hard labels (the protocol with labels hard, cross-entropy, no mixing)."""
+    set with hard labels (the protocol with labels hard, cross-entropy, no mixing). Where two of
+    these protocols are equal (a hard-label protocol with augmentation is its own hard and
+    augmented variant) the evaluation runs once: evaluations are deterministic under the seed."""
     from .evaluate import evaluate, random_real_subset
 
     rand = random_real_subset(syn, train)
@@ -72,11 +74,22 @@ def rank_scores(syn, protocol, model: str, full_hard: float, *, test, train, val
     on = protocol if protocol.aug != "none" or protocol.mix != "none" else replace(protocol, aug="dsa")
     off = replace(protocol, aug="none", mix="none")
     hard = replace(protocol, labels="hard", loss="ce", mix="none", teacher=None)
+    done: list[tuple[str, object, object]] = []  # (which set, protocol, result): an equal protocol runs once
+
+    def run(which: str, p):
+        if p.labels == "auto" and (which == "random" or not syn.soft):
+            p = replace(p, labels="hard")  # a hard-label set's own labels are its hard labels
+        for w, q, res in done:
+            if w == which and q == p:
+                return res
+        res = evaluate(syn if which == "set" else rand, p, **kw)
+        done.append((which, p, res))
+        return res
+
     runs = {
-        "set": evaluate(syn, protocol, **kw), "random": evaluate(rand, protocol, **kw),
-        "set_hard": evaluate(syn, hard, **kw),
-        "set_aug": evaluate(syn, on, **kw), "random_aug": evaluate(rand, on, **kw),
-        "set_noaug": evaluate(syn, off, **kw), "random_noaug": evaluate(rand, off, **kw),
+        "set": run("set", protocol), "random": run("random", protocol), "set_hard": run("set", hard),
+        "set_aug": run("set", on), "random_aug": run("random", on),
+        "set_noaug": run("set", off), "random_noaug": run("random", off),
     }
     per_run = []
     for r in range(protocol.runs):
