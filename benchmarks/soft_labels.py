@@ -13,7 +13,9 @@ Jobs, each in its own process, results in benchmarks/results/soft_labels.json af
   experts   DATASET KIND             MTT's (plain) and PAD's (el2n) quick experts for the CIFAR-10 subset
                                      and MNIST (runs/soft-experts-DATASET-KIND)
   set       DATASET METHOD           the distillation (runs/soft-DATASET-METHOD-ipc10, resumable)
-  eval      DATASET METHOD PROTOCOL  the evaluation and the scores of one set under one protocol
+  eval      DATASET METHOD PROTOCOL  the evaluation and the scores of one set under one protocol (each of
+                                     its evaluations kept in runs/soft-scores-DATASET-METHOD-PROTOCOL as it
+                                     ends: one job is hours of CPU, and a cut-off job continues from there)
 
 The evaluation budget is reduced to fit a 2-core CPU and stated in every row: 300 epochs and
 3 runs for both protocols (the datadistill protocol's paper budget is 1,000 epochs, DD-Ranking's
@@ -149,7 +151,8 @@ def job_eval(job: dict) -> dict:
     full = json.loads(_path(job, "baseline", job["dataset"]).with_suffix(".json").read_text())["test_mean"]
     data = load_dataset(job["dataset"], job["data_root"], progress=False)
     t0 = time.perf_counter()
-    s = rank_scores(syn, protocol, "convnet", full, test=data.test, train=data.train, val=data.val)
+    s = rank_scores(syn, protocol, "convnet", full, test=data.test, train=data.train, val=data.val,
+                    cache=_path(job, "scores", job["dataset"], job["method"], job["protocol"]))
     acc = s["accuracies"]
     return {"job": "eval", "dataset": job["dataset"], "method": job["method"], "protocol": job["protocol"],
             "budget": budget, "accuracy": {"mean": float(np.mean(acc["set"])), "std": float(np.std(acc["set"])),

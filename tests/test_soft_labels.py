@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -290,3 +291,34 @@ def test_rank_scores_runs_each_distinct_protocol_once(tiny, monkeypatch):
     a = s["accuracies"]
     assert a["set_aug"] == a["set"] == a["set_hard"] and a["random_aug"] == a["random"]
     assert s["per_run"][0]["ior"] == pytest.approx(a["set"][0] - a["random"][0])
+
+
+def test_rank_scores_cache_continues_from_the_evaluations_it_finished(tiny, tmp_path, monkeypatch):
+    import sys
+
+    from datadistill.scores import rank_scores
+
+    ev = sys.modules["datadistill.evaluate"]
+    real, calls = ev.evaluate, []
+
+    def counting(syn, protocol, **kw):
+        calls.append(protocol.aug)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # cut off during the third evaluation
+        return real(syn, protocol, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", counting)
+    p = EvalConfig(runs=1, epochs=1, aug="dsa", lr=0.01)
+    kw = dict(test=tiny.test, train=tiny.train, device="cpu", model_args=TINY_NET, cache=tmp_path / "c")
+    with pytest.raises(KeyboardInterrupt):
+        rank_scores(_set(tiny), p, "convnet", 90.0, **kw)
+    assert len(list((tmp_path / "c").glob("*.json"))) == 2
+    calls.clear()
+    monkeypatch.setattr(ev, "evaluate", lambda syn, protocol, **k: (calls.append(protocol.aug), real(syn, protocol, **k))[1])
+    s = rank_scores(_set(tiny), p, "convnet", 90.0, **kw)
+    assert calls == ["none", "none"]  # the two finished evaluations were read back
+    monkeypatch.setattr(ev, "evaluate", real)
+    fresh = rank_scores(_set(tiny), p, "convnet", 90.0, **{**kw, "cache": None})
+    assert fresh["accuracies"] == s["accuracies"]
+    other = rank_scores(_set(tiny), replace(p, epochs=2), "convnet", 90.0, **kw)  # other settings: not read back
+    assert len(list((tmp_path / "c").glob("*.json"))) == 8 and other["protocol"] == s["protocol"]

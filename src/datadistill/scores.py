@@ -16,8 +16,11 @@ score saturate (a = 20 points gives e^20); we divide by 100 first, and print the
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -58,7 +61,7 @@ def summarize(per_run: list[dict]) -> dict:
 
 
 def rank_scores(syn, protocol, model: str, full_hard: float, *, test, train, val=None, device="auto", seed: int = 0,
-                progress: bool = False, model_args: dict | None = None) -> dict:
+                progress: bool = False, model_args: dict | None = None, cache: str | Path | None = None) -> dict:
     """HLR, IOR, LRS and ARS of `syn` under `protocol` for network `model`, per evaluation run
     (run r of the set against run r of the random subset: the same seeds) and as mean +- std.
     `full_hard`: the accuracy (percent) of `model` trained on the full training split with hard
@@ -66,8 +69,12 @@ def rank_scores(syn, protocol, model: str, full_hard: float, *, test, train, val
     balance, `evaluate.random_real_subset`) under the protocol, with and without augmentation; the
     set with hard labels (the protocol with labels hard, cross-entropy, no mixing). Where two of
     these protocols are equal (a hard-label protocol with augmentation is its own hard and
-    augmented variant) the evaluation runs once: evaluations are deterministic under the seed."""
-    from .evaluate import evaluate, random_real_subset
+    augmented variant) the evaluation runs once: evaluations are deterministic under the seed.
+    `cache`: a folder where each evaluation's result is written when it ends and read back by a
+    later call with the same images, protocol, network and seed, so that a computation of hours
+    cut off part-way continues from the evaluations it finished."""
+    from .evaluate import EvalResult, evaluate, random_real_subset
+    from .fileio import write_json
 
     rand = random_real_subset(syn, train)
     kw = dict(model=model, test=test, val=val, device=device, seed=seed, progress=progress, model_args=model_args)
@@ -82,7 +89,15 @@ def rank_scores(syn, protocol, model: str, full_hard: float, *, test, train, val
         for w, q, res in done:
             if w == which and q == p:
                 return res
-        res = evaluate(syn if which == "set" else rand, p, **kw)
+        images = syn if which == "set" else rand
+        file = _cache_file(cache, which, images, p, model, model_args, seed) if cache is not None else None
+        if file is not None and file.is_file():
+            res = EvalResult(**json.loads(file.read_text())["result"])
+        else:
+            res = evaluate(images, p, **kw)
+            if file is not None:
+                write_json(file, {"which": which, "protocol": asdict(p), "model": model, "seed": seed,
+                                  "result": res.to_dict()})
         done.append((which, p, res))
         return res
 
@@ -100,3 +115,14 @@ def rank_scores(syn, protocol, model: str, full_hard: float, *, test, train, val
     return {"model": model, "protocol": protocol.protocol, "full_hard_accuracy": full_hard,
             "accuracies": {k: v.accuracies for k, v in runs.items()}, "per_run": per_run, **summarize(per_run),
             "w": W, "fractions_in_exponent": True}
+
+
+def _cache_file(cache, which: str, images, protocol, model: str, model_args, seed: int) -> Path:
+    """rank_scores' file for one evaluation: named by what decides its result (the images, their
+    labels, learned lr and ZCA, the protocol's settings, the network and the seed)."""
+    h = hashlib.sha256()
+    for t in (images.images, images.labels, *(images.zca or {}).values()):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([asdict(protocol), model, model_args or {}, seed, images.lr, str(images.spec)],
+                        sort_keys=True, default=str).encode())
+    return Path(cache) / f"{which}-{h.hexdigest()[:20]}.json"
