@@ -45,7 +45,9 @@ class Prepared:
 
 
 def load_data(cfg: DistillConfig, progress: bool = True) -> DatasetSplits:
-    return load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=progress)
+    """The run's dataset: in memory or out of core (`cfg.storage`, `cfg.cache`; the same numbers)."""
+    return load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=progress,
+                        storage=cfg.storage, cache=cfg.cache)
 
 
 def prepare(cfg: DistillConfig, *, data: DatasetSplits | None = None, device: torch.device | str | None = None,
@@ -86,7 +88,9 @@ def _check_same_data(data: DatasetSplits, syn0: SyntheticSet) -> None:
     rounding of the summary, which may differ between CPUs)."""
     if not dist.active():
         return
-    mine = _fingerprint(data.train.images, data.train.labels, syn0.images)
+    # out of core, the store's fingerprint of the source files stands for the images
+    images = [] if data.train.out_of_core else [data.train.images]
+    mine = _fingerprint(*images, data.train.labels, syn0.images)
     bad = [r for r, f in enumerate(dist.all_gather_objects(mine))
            if len(f) != len(mine) or not all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6) for x, y in zip(f, mine))]
     if bad:
