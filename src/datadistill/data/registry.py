@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import idx, cifar, svhn, embedded  # noqa: F401,I001  (importing a reader registers its datasets, listed in this order)
+from . import idx, cifar, svhn, embedded, imagenet, downsampled, mhist  # noqa: F401,I001  (importing a reader registers its datasets, listed in this order)
 from . import download as dl
 from ..progress import stage
 from .base import DataError, DatasetSpec, DatasetSplits, ImageData
@@ -67,7 +67,7 @@ def _missing_error(info: DatasetInfo, folder: Path, missing: list[str], reason: 
     return DataError(
         f"{info.name}: files missing in {folder}: {', '.join(missing)} ({reason}). "
         f"Get them from {fetch_from}{extract}, or point --data-root / {DATA_ENV} at a folder that holds "
-        f"{info.name}/{info.files[0]} and the rest.{layout}"
+        f"{info.folder_name}/{info.files[0]} and the rest.{layout}"
     )
 
 
@@ -83,6 +83,8 @@ def ensure_files(info: DatasetInfo, folder: Path, *, download_ok: bool, progress
         return
     if not download_ok:
         raise _missing_error(info, folder, missing, "download=False")
+    if info.source is None:
+        raise _missing_error(info, folder, missing, "no public download")
     try:
         dl.fetch(info.name, folder, missing, progress=progress)
     except dl.ChecksumError as e:
@@ -255,13 +257,13 @@ def load_dataset(
         folder, sources = Path(path).expanduser(), None
     else:
         info = DATASETS[resolve_name(name)]
-        folder = data_root(root) / info.name
+        folder = data_root(root) / info.folder_name
         if not info.embedded:
             ensure_files(info, folder, download_ok=download, progress=progress)
         if info.scan is not None:
             side = _side(size, info)
             store = st.open_or_build(lambda: info.scan(folder, side), cache_dir(info.name, folder, cache), info.name,
-                                     {"name": info.name, "size": side}, workers=workers, progress=progress)
+                                     {"name": info.name}, workers=workers, progress=progress)
             shape = tuple(store.manifest["shape"])
             stats = (store.manifest["train_mean"], store.manifest["train_std"]) if info.computed_stats else \
                 (info.mean, info.std)
@@ -317,7 +319,7 @@ def list_datasets(root: str | os.PathLike | None = None) -> list[dict]:
             folder, files = (path.parent if path else None), [path.name if path else "mnist_5k.csv.gz"]
             present = bool(path and path.is_file())
         else:
-            folder, files = base / info.name, list(info.files)
+            folder, files = base / info.folder_name, list(info.files)
             present = all(_present(folder, f) for f in files)
         out.append({
             "name": info.name,

@@ -230,7 +230,7 @@ def open_or_build(scan_fn, cache: Path, name: str, settings: dict, *, workers: i
     """The entry for this dataset under `cache`, built (or rebuilt) when missing or stale.
     `scan_fn()` gives the `Scan` (listing the files is needed for the fingerprint in any case)."""
     scan = scan_fn()
-    fp = fingerprint(scan.sources, settings)
+    fp = fingerprint(scan.sources, {**settings, "shape": list(scan.shape)})
     dest = entry_dir(cache, name, scan.shape)
     manifest = read_manifest(dest)
     if manifest is None or manifest.get("fingerprint") != fp or manifest.get("format_version") != FORMAT_VERSION:

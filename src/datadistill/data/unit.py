@@ -39,6 +39,11 @@ class DatasetInfo:
     scan: Callable[[Path, int | None], Scan] | None = None
     layout: str = ""  # how the files are laid out, for the error that says where to put them
     sizes: tuple[int, ...] = ()  # the sides --image-size may take (empty: any)
+    folder: str = ""  # the folder under the data root, when not the name (the ImageNet subsets: imagenet)
+
+    @property
+    def folder_name(self) -> str:
+        return self.folder or self.name
 
     @property
     def embedded(self) -> bool:
