@@ -123,6 +123,9 @@ class DistillConfig:
     artifacts: dict[str, str] = field(default_factory=dict)
     # kind -> the fingerprint of that artifact, recorded by the run setup (a resume must see the same)
     artifact_fingerprints: dict[str, str] = field(default_factory=dict)
+    # what the run setup chose because it was not given, recorded for config.yaml (e.g. the ConvNet
+    # depth picked from the image size); informational, a resume may differ
+    resolved: dict[str, Any] = field(default_factory=dict)
     zca: bool = option(False, help="ZCA-whiten the training images before distilling (default: the preset's)")
     lr_img: float = option(1.0, help="learning rate of the synthetic images")
     momentum_img: float = option(0.5, help="momentum of the synthetic images' SGD")

@@ -26,6 +26,7 @@ from ..config import DistillConfig
 from ..data import DatasetSplits, load_dataset
 from ..data.zca import whiten
 from ..errors import DistillError
+from ..nets.convnet import depth_for_size
 from ..methods import Distiller, get_method, initial_synset
 from ..rng import make_generator, resolve_device
 from ..synset import SyntheticSet
@@ -58,6 +59,7 @@ def prepare(cfg: DistillConfig, *, data: DatasetSplits | None = None, device: to
     if data is None:
         data = load_data(cfg, progress)
     method_cls = get_method(cfg.method)
+    cfg.resolved = resolved_settings(cfg, data.spec)
     artifacts = resolve_artifacts(method_cls, cfg, data.spec)
     cfg.artifact_fingerprints = {kind: art.fingerprint for kind, art in artifacts.items()}
     zca = None
@@ -70,6 +72,17 @@ def prepare(cfg: DistillConfig, *, data: DatasetSplits | None = None, device: to
     _check_same_data(data, syn0)
     distiller.init(syn0)
     return Prepared(cfg, device, data, artifacts, zca, distiller, syn0)
+
+
+def resolved_settings(cfg: DistillConfig, spec) -> dict:
+    """What the networks pick from the data when the config does not say (written to config.yaml):
+    the ConvNet depth from the image size, unless `--model-arg depth=N` is given."""
+    out = {}
+    if cfg.model.lower().startswith("convnet") and "depth" not in cfg.model_args:
+        out["convnet_depth"] = depth_for_size(spec.im_size)
+        out["convnet_depth_rule"] = (f"from the image size {spec.im_size[0]}x{spec.im_size[1]} (3 up to 32, 4 at 64, "
+                                     "5 at 128 and 224; --model-arg depth=N fixes it)")
+    return out
 
 
 def _fingerprint(*tensors: torch.Tensor) -> list[float]:
