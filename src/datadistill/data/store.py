@@ -46,6 +46,7 @@ from .scan import Part, Scan
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
+STATS_CHUNK = 1024  # images per step of the statistics' accumulation
 
 
 # -- fingerprint and location ------------------------------------------------------------------------
@@ -100,10 +101,10 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 def _write_split(split, shape, path: Path, workers: int, bar) -> tuple[np.ndarray, np.ndarray]:
     """Decode the parts of `split` in order into `path`; returns per-channel sums and sums of
-    squares of the [0, 1] pixels (float64) for the statistics."""
+    squares of the 0..255 pixel values (exact integers) for the statistics."""
     n = len(split)
     c = shape[0]
-    sums, squares = np.zeros(c), np.zeros(c)
+    sums, squares = np.zeros(c, dtype=np.uint64), np.zeros(c, dtype=np.uint64)
     workers = workers if len(split.parts) > 1 else 0
     loader = torch.utils.data.DataLoader(_Parts(split.parts), batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_keep)
@@ -119,9 +120,10 @@ def _write_split(split, shape, path: Path, workers: int, bar) -> tuple[np.ndarra
                     "says they are"
                 )
             f.write(np.ascontiguousarray(arr).tobytes())
-            v = arr.reshape(arr.shape[0], c, -1).astype(np.float64) / 255.0
-            sums += v.sum((0, 2))
-            squares += np.square(v).sum((0, 2))
+            for start in range(0, arr.shape[0], STATS_CHUNK):  # a few MB at a time, whatever the part's size
+                v = arr[start : start + STATS_CHUNK].reshape(-1, c, int(np.prod(shape[1:]))).astype(np.uint32)
+                sums += v.sum((0, 2), dtype=np.uint64)
+                squares += np.square(v).sum((0, 2), dtype=np.uint64)
             written += arr.shape[0]
             bar.update(arr.shape[0])
         f.flush()
@@ -162,9 +164,9 @@ def build(scan: Scan, dest: Path, fp: str, *, name: str, workers: int | None = N
         offsets = np.searchsorted(labels[order], np.arange(len(scan.class_names) + 1), side="left")
         np.save(tmp / "train_by_class.npy", order.astype(np.int64))
         np.save(tmp / "train_class_offsets.npy", offsets.astype(np.int64))
-        n_pix = len(scan.train) * scan.shape[1] * scan.shape[2]
-        mean = stats["train"][0] / max(1, n_pix)
-        std = np.sqrt(np.maximum(stats["train"][1] / max(1, n_pix) - mean**2, 0.0))
+        n_pix = max(1, len(scan.train) * scan.shape[1] * scan.shape[2])
+        mean = stats["train"][0].astype(np.float64) / (255.0 * n_pix)
+        std = np.sqrt(np.maximum(stats["train"][1].astype(np.float64) / (255.0**2 * n_pix) - mean**2, 0.0))
         manifest = {
             "format": "datadistill-image-store", "format_version": FORMAT_VERSION, "fingerprint": fp,
             "name": name, "shape": list(scan.shape), "class_names": list(scan.class_names),
