@@ -213,3 +213,22 @@ def test_mhist_malformed(tmp_path, breakage, message):
     with pytest.raises(DataError, match=message) as e:
         load("mhist", tmp_path)
     assert str(folder) in str(e.value)
+
+
+def test_dm_distils_a_generated_mhist_folder_out_of_core(tmp_path, monkeypatch):
+    """The command line end to end on MHIST's layout: the store is built, DM reads its class batches
+    from it (--out-of-core), the set is evaluated on the test split read from it."""
+    import json
+
+    from datadistill.cli import main
+
+    write_mhist(tmp_path / "mhist", train=8, test=4, size=16)
+    out = tmp_path / "run"
+    rc = main(["distill", "--method", "dm", "--dataset", "mhist", "--data-root", str(tmp_path), "--image-size", "16",
+               "--out-of-core", "--ipc", "1", "--iterations", "2", "--batch-real", "3", "--model-arg", "width=4",
+               "--eval-runs", "1", "--eval-epochs", "2", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    config = (out / "config.yaml").read_text()
+    assert "storage: disk" in config and "convnet_depth: 3" in config
+    assert (tmp_path / "mhist" / ".cache" / "mhist-16x16" / "manifest.json").is_file()
+    assert json.loads((out / "eval.json").read_text())
