@@ -70,11 +70,15 @@ def test_zca_per_batch_matches_the_whole_split(both):
     assert torch.allclose(whiten(mem.train, zca).images, whiten(disk.train, zca).images[:], atol=1e-5)
 
 
-@pytest.mark.parametrize("method,args", [("dm", {}), ("dsa", {"inner_loop": 1, "outer_loop": 2})])
+@pytest.mark.parametrize("method,args", [
+    ("dm", {}), ("dsa", {"inner_loop": 1, "outer_loop": 2}), ("dc", {"inner_loop": 1, "outer_loop": 2}),
+    ("datadam", {"layers": "all"}), ("herding", {"embed_epochs": 1}), ("k-center", {"embed_epochs": 1}), ("random", {}),
+])
 def test_same_seed_same_set_on_both_paths(both, method, args):
     digests = []
+    iterations = 0 if method in ("herding", "k-center", "random") else 3
     for data in both:
-        cfg = resolve_config(method, "toy", 2, "quick", device="cpu", model_args=TINY_NET, iterations=3,
+        cfg = resolve_config(method, "toy", 2, "quick", device="cpu", model_args=TINY_NET, iterations=iterations,
                              eval={"runs": 0}, batch_real=6, method_args=dict(args), val_epochs=1)
         syn = run_distillation(cfg, None, data=data, progress=False, log=lambda m: None).synset
         res = evaluate(syn, model="convnet", runs=1, epochs=3, aug="none", test=data.test, device="cpu",

@@ -141,6 +141,7 @@ def build(scan: Scan, dest: Path, fp: str, *, name: str, workers: int | None = N
     import sys
 
     dest = Path(dest)
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     for old in dest.parent.glob(f".tmp-{dest.name}-*"):  # left by a build that was killed
         shutil.rmtree(old, ignore_errors=True)
@@ -185,6 +186,11 @@ def build(scan: Scan, dest: Path, fp: str, *, name: str, workers: int | None = N
             os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:  # a failed first build leaves no empty cache folders behind (deepest first)
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
     return dest
 
