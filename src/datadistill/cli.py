@@ -597,6 +597,8 @@ def cmd_datasets(a: argparse.Namespace) -> int:
         mark = "present" if r["present"] else "missing"
         print(f"{r['name']:<15}{mark:<9}{r.get('description', '')}")
         print(f"{'':<15}{'':<9}{r.get('path', r.get('folder', ''))}")
+        if not r["present"] and r.get("layout"):  # where the files go
+            print(f"{'':<15}{'':<9}layout: {r['layout']}")
     return 0
 
 
