@@ -12,6 +12,9 @@ process so that its peak resident memory (ru_maxrss) is its own:
   is a warm-up and not counted): seconds per iteration; DM at IPC 1 with 8 real images per class,
   DSA with one outer and one inner step (the per-iteration work is the same at every N: what
   must not grow with N is the time of drawing the class batches out of the store);
+- ``draw``: the data side alone: the 1000 class batches of an iteration and a random minibatch
+  of 256, timed without any network (the networks' compute is what the other processes on a
+  shared machine disturb);
 - ``eval``: one evaluation epoch: a fresh ConvNet trained one epoch on a 1000-image set, then its
   test pass over the 50,000 test images read from the store.
 
@@ -41,6 +44,7 @@ TEST_IMAGES = 50_000
 NET = {"width": 32}
 DM_ITERS = 4  # the first is a warm-up
 DSA_ITERS = 3
+DRAW_ROUNDS = 7
 
 
 def _arg(argv: list[str], flag: str, default: str) -> str:
@@ -128,7 +132,35 @@ def _iterations(job: dict, method: str, iters: int) -> dict:
         times.append(time.perf_counter() - t)
     timed = times[1:]
     return {"setup_seconds": setup, "iteration_seconds": times, "seconds_per_iteration": sum(timed) / len(timed),
+            "min_seconds_per_iteration": min(timed),
             "out_of_core": data.train.out_of_core, "peak_rss_mb": rss_mb()}
+
+
+def job_draw(job: dict) -> dict:
+    """The data side alone, without the networks' compute (which the other processes on a shared
+    machine disturb far more): per round, one real batch of 8 images for each of the 1000
+    classes (what a DM / DSA iteration draws from the store) and one random minibatch of 256."""
+    import torch
+
+    torch.set_num_threads(1)
+    from datadistill.run.setup import load_data
+
+    cfg = _cfg(job, "dm")
+    data = load_data(cfg, progress=False)
+    train = data.train
+    g = torch.Generator().manual_seed(0)
+    rounds, minibatch = [], []
+    train.indices_per_class  # noqa: B018 (computed once, as the distiller does before its first iteration)
+    for _ in range(DRAW_ROUNDS):
+        t = time.perf_counter()
+        for c in range(data.spec.num_classes):
+            train.class_batch(c, 8, g)
+        rounds.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        train.images[torch.randperm(len(train), generator=g)[:256]]
+        minibatch.append(time.perf_counter() - t)
+    return {"class_batches_seconds": rounds, "class_batches_median_seconds": sorted(rounds)[len(rounds) // 2],
+            "minibatch_256_median_seconds": sorted(minibatch)[len(minibatch) // 2], "peak_rss_mb": rss_mb()}
 
 
 def job_dm(job: dict) -> dict:
@@ -165,7 +197,7 @@ def job_eval(job: dict) -> dict:
             "peak_rss_mb": rss_mb()}
 
 
-JOBS = {"generate": job_generate, "build": job_build, "dm": job_dm, "dsa": job_dsa, "eval": job_eval}
+JOBS = {"generate": job_generate, "build": job_build, "dm": job_dm, "dsa": job_dsa, "eval": job_eval, "draw": job_draw}
 
 
 def plan(sizes, scale_root: str, test: int) -> list[dict]:
@@ -188,13 +220,18 @@ def summary(rows: list[dict]) -> dict:
                      float32_bytes_in_memory=r["float32_bytes_in_memory"])
         elif job in ("dm", "dsa"):
             s[f"{job}_seconds_per_iteration"] = r["seconds_per_iteration"]
+            s[f"{job}_min_seconds_per_iteration"] = min(r["iteration_seconds"][1:])
+        elif job == "draw":
+            s["class_batches_seconds"] = r["class_batches_median_seconds"]
+            s["minibatch_256_seconds"] = r["minibatch_256_median_seconds"]
         else:
             s["eval_epoch_seconds"] = r["eval_seconds"]
-    dm = [v["dm_seconds_per_iteration"] for v in out.values() if "dm_seconds_per_iteration" in v]
     checks = {}
-    if len(dm) > 1:
-        checks["dm_spread"] = (max(dm) - min(dm)) / min(dm)
-        checks["dm_within_10_percent"] = checks["dm_spread"] <= 0.10
+    for key in ("dm_seconds_per_iteration", "dm_min_seconds_per_iteration", "class_batches_seconds"):
+        vals = [v[key] for v in out.values() if key in v]
+        if len(vals) > 1:
+            checks[f"{key}_spread"] = (max(vals) - min(vals)) / min(vals)
+            checks[f"{key}_within_10_percent"] = checks[f"{key}_spread"] <= 0.10
     if str(SIZES[-1]) in out:
         top = out[str(SIZES[-1])]
         checks["peak_rss_under_4gb_at_1.28m"] = top["peak_rss_mb"] < 4096
