@@ -3,6 +3,7 @@ synthetic sets for the same seed), rebuilt when a source file changes, never rea
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,3 +182,21 @@ def test_parallel_decoding_gives_the_same_store(tmp_path):
     order = np.load(one.path / "train_by_class.npy")
     offsets = np.load(one.path / "train_class_offsets.npy")
     assert order[offsets[1]:offsets[2]].tolist() == [1, 3, 5, 7, 9]
+
+
+def test_two_processes_building_the_same_entry_both_get_it(tmp_path):
+    """Under torchrun every process may build at once: the second to finish keeps the first's entry."""
+    cache = tmp_path / "cache"
+    a = st.open_or_build(_small_scan, cache, "same", {}, workers=0, progress=False)
+    fp = a.fingerprint
+    tmp = cache / f".tmp-{a.path.name}-{os.getpid()}-abcdef12"  # a second, finished build of the same data
+    shutil.copytree(a.path, tmp)
+    st._put_in_place(tmp, a.path, fp)
+    assert st.read_manifest(a.path)["fingerprint"] == fp and not tmp.exists()
+    live = cache / f".tmp-{a.path.name}-1-0000"  # pid 1 runs: another process's build in progress
+    dead = cache / f".tmp-{a.path.name}-999999999-0000"  # no such process: a killed build's leftover
+    live.mkdir()
+    dead.mkdir()
+    st.build(_small_scan(), a.path, "another fingerprint", name="same", workers=0, progress=False)
+    assert live.exists() and not dead.exists()
+    assert st.read_manifest(a.path)["fingerprint"] == "another fingerprint"

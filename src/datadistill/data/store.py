@@ -144,7 +144,8 @@ def build(scan: Scan, dest: Path, fp: str, *, name: str, workers: int | None = N
     created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     for old in dest.parent.glob(f".tmp-{dest.name}-*"):  # left by a build that was killed
-        shutil.rmtree(old, ignore_errors=True)
+        if not _alive(old.name):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     workers = default_workers() if workers is None else workers
@@ -177,13 +178,7 @@ def build(scan: Scan, dest: Path, fp: str, *, name: str, workers: int | None = N
             "sources": len(scan.sources), "build_seconds": round(time.perf_counter() - t0, 3),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if dest.exists():  # a stale entry: move it aside, put the new one in place, then delete it
-            trash = dest.parent / f".tmp-{dest.name}-old-{uuid.uuid4().hex[:8]}"
-            os.rename(dest, trash)
-            os.rename(tmp, dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, dest)
+        _put_in_place(tmp, dest, fp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in created:  # a failed first build leaves no empty cache folders behind (deepest first)
@@ -193,6 +188,46 @@ def build(scan: Scan, dest: Path, fp: str, *, name: str, workers: int | None = N
                 break
         raise
     return dest
+
+
+def _alive(tmp_name: str) -> bool:
+    """Whether the build that owns the temporary folder `tmp_name` (".tmp-<entry>-<pid>-<hex>")
+    still runs on this machine (several processes of one torchrun launch may build at once)."""
+    parts = tmp_name.rsplit("-", 2)
+    try:
+        pid = int(parts[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _put_in_place(tmp: Path, dest: Path, fp: str) -> None:
+    """Rename the finished `tmp` to `dest`. A stale entry there is moved aside first and deleted
+    after; when another process (torchrun) put the same entry in place first, ours is dropped."""
+    trash = None
+    if dest.exists():
+        trash = dest.parent / f".tmp-{dest.name}-{os.getpid()}-old{uuid.uuid4().hex[:6]}"
+        try:
+            os.rename(dest, trash)
+        except OSError:
+            trash = None
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        theirs = read_manifest(dest)
+        if theirs is None or theirs.get("fingerprint") != fp:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 # -- opening ----------------------------------------------------------------------------------------
