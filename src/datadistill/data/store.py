@@ -289,6 +289,20 @@ def open_or_build(scan_fn, cache: Path, name: str, settings: dict, *, workers: i
 
 
 # -- reading a batch at a time ----------------------------------------------------------------------
+READ_THREADS = 16  # reads in flight for a batch of scattered rows (I/O, not compute: they hardly use a CPU)
+PARALLEL_READS_FROM = 32  # separate reads in one batch from which they go to the thread pool
+_POOL = None
+
+
+def _reader_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="datadistill-store")
+    return _POOL
+
+
 class StoredImages:
     """A split's images on disk that behave, for what the toolkit does with them, like the float32
     tensor of the in-memory path: ``len``, ``shape``, ``ndim``, ``device``, ``dtype``, indexing by
@@ -382,13 +396,21 @@ class StoredImages:
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
         breaks = np.flatnonzero(np.diff(srt) != 1) + 1
-        rb = self._row_bytes
-        for run in np.split(np.arange(len(srt)), breaks):
+        rb, fd = self._row_bytes, self._fd
+
+        def read_run(run: np.ndarray) -> None:
             first, k = int(srt[run[0]]), len(run)
-            buf = os.pread(self._fd, k * rb, self._offset + first * rb)
+            buf = os.pread(fd, k * rb, self._offset + first * rb)
             if len(buf) != k * rb:
                 raise DataError(f"{self.path}: the image cache is truncated; remove {self.path.parent} and rerun")
             flat[order[run]] = np.frombuffer(buf, dtype=np.uint8).reshape(k, rb)
+
+        runs = np.split(np.arange(len(srt)), breaks)
+        if len(runs) < PARALLEL_READS_FROM:
+            for run in runs:
+                read_run(run)
+        else:  # scattered rows: many reads in flight (pread releases the GIL; the disk serves them in parallel)
+            list(_reader_pool().map(read_run, runs, chunksize=max(1, len(runs) // (4 * READ_THREADS))))
         return out
 
     def _convert(self, u8: np.ndarray) -> torch.Tensor:
