@@ -190,3 +190,106 @@ def unused_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+# -- the large datasets' layouts (issue 19), a few images each ------------------------------------
+
+def _rgb(label: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.full((size, size, 3), (37 * label) % 256, np.uint8)
+    return np.clip(base.astype(np.int16) + rng.integers(-20, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def write_tiny_imagenet(folder: Path, wnids: list[str] | None = None, train_per_class: int = 3,
+                        val_per_class: int = 2, size: int = 64) -> Path:
+    """<folder>/tiny-imagenet-200/ in the official layout (wnids.txt, words.txt, train/<wnid>/images,
+    val/images + val_annotations.txt), JPEGs of class-coloured noise."""
+    base = folder / "tiny-imagenet-200"
+    wnids = wnids or ["n02124075", "n01443537", "n04067472"]  # deliberately not sorted
+    (base / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("".join(f"{w}\tname of {w}, other\n" for w in wnids) + "n99999999\tunused\n")
+    rows, k = [], 0
+    for c, w in enumerate(sorted(wnids)):
+        for i in range(train_per_class):
+            write_image(base / "train" / w / "images" / f"{w}_{i}.JPEG", _rgb(c, size, 100 * c + i))
+        (base / "train" / w / f"{w}_boxes.txt").write_text("")
+        for i in range(val_per_class):
+            write_image(base / "val" / "images" / f"val_{k}.JPEG", _rgb(c, size, 1000 + k))
+            rows.append(f"val_{k}.JPEG\t{w}\t0\t0\t{size - 1}\t{size - 1}")
+            k += 1
+    (base / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    return base
+
+
+def write_imagenet(folder: Path, wnids: list[str], with_images: list[str] | None = None, per_class: int = 2,
+                   val_flat: bool = False, size: tuple[int, int] = (40, 30)) -> Path:
+    """<folder>/ as an ILSVRC2012 tree: train/<wnid>/*.JPEG for every wnid (images only for
+    `with_images`, default all), val/ as class folders or flat with the devkit's ground truth and a
+    meta.mat (written with scipy)."""
+    import scipy.io
+
+    with_images = wnids if with_images is None else with_images
+    order = sorted(wnids)
+    truth, n = [], 0
+    for w in order:
+        (folder / "train" / w).mkdir(parents=True, exist_ok=True)
+        if w not in with_images:
+            continue
+        c = order.index(w)
+        for i in range(per_class):
+            write_image(folder / "train" / w / f"{w}_{i}.JPEG", np.full((*size, 3), (37 * c) % 256, np.uint8))
+        n += 1
+        write_image(folder / "val" / (f"ILSVRC2012_val_{n:08d}.JPEG" if val_flat else f"{w}/v{n}.JPEG"),
+                    np.full((*size, 3), (37 * c) % 256, np.uint8))
+        truth.append(w)
+    if val_flat:
+        devkit = folder / "ILSVRC2012_devkit_t12" / "data"
+        devkit.mkdir(parents=True, exist_ok=True)
+        ids = {w: i + 1 for i, w in enumerate(reversed(order))}  # the devkit's IDs are not the sorted order
+        (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{ids[w]}\n" for w in truth))
+        synsets = np.zeros((len(order),), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
+        for i, w in enumerate(order):
+            synsets[i] = (ids[w], w)
+        scipy.io.savemat(str(devkit / "meta.mat"), {"synsets": synsets})
+    return folder
+
+
+def write_downsampled(folder: Path, side: int = 32, per_batch: int = 4, val: int = 3, mean: bool = True,
+                      seed: int = 0) -> Path:
+    """<folder>/train_data_batch_{1..10}.npz and val_data.npz in Chrabaszcz et al.'s format: 'data'
+    uint8 (N, 3*side*side) plane by plane, 'labels' 1..1000, 'mean' in the training batches."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 12):
+        n = per_batch if i <= 10 else val
+        labels = rng.integers(1, 1001, n)
+        data = rng.integers(0, 256, (n, 3 * side * side), dtype=np.uint8)
+        arrays = {"data": data, "labels": labels.tolist()}
+        if i <= 10 and mean:
+            arrays["mean"] = data.mean(0)
+        np.savez(folder / (f"train_data_batch_{i}.npz" if i <= 10 else "val_data.npz"), **arrays)
+    return folder
+
+
+MHIST_COLUMNS = ("Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition")
+
+
+def write_mhist(folder: Path, train: int = 6, test: int = 4, size: int = 224, columns=MHIST_COLUMNS) -> Path:
+    """<folder>/images/*.png and annotations.csv in MHIST's layout; votes 0..7 cycle, label SSA when >= 4."""
+    rows = []
+    for i in range(train + test):
+        votes = i % 8
+        label = "SSA" if votes >= 4 else "HP"
+        name = f"MHIST_{i:03d}.png"
+        write_image(folder / "images" / name, _rgb(int(label == "SSA") * 3, size, i))
+        rows.append({"Image Name": name, "Majority Vote Label": label,
+                     "Number of Annotators who Selected SSA (Out of 7)": str(votes),
+                     "Partition": "train" if i < train else "test"})
+    with open(folder / "annotations.csv", "w", newline="") as f:
+        import csv
+
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return folder

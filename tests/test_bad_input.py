@@ -337,8 +337,48 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "continual-steps-zero": (lambda t, w: ["continual", *w.data(), "--steps", "0", "--no-progress"], "steps"),
         "continual-steps-too-many": (lambda t, w: ["continual", *w.data(), "--steps", "11", "--no-progress", "--device", "cpu"], "steps"),
         "baseline-epochs-zero": (lambda t, w: ["baseline", *w.data(), "--epochs", "0", "--out", str(t / "b.json")], "epochs"),
+        # -- the datasets at scale (issue 19) -------------------------------------------------------------
+        "storage-unknown": (lambda t, w: ["distill", *w.data(), "--storage", "tape"], "--storage"),
+        "tiny-imagenet-absent": (lambda t, w: ["distill", "--dataset", "tiny-imagenet", "--data-root", str(_dir(t / "r")),
+                                               *TINY, "--out", str(t / "o")], "tiny-imagenet-200/wnids.txt"),
+        "imagenet-absent": (lambda t, w: ["distill", "--dataset", "imagenet", "--data-root", str(_dir(t / "r")), *TINY,
+                                          "--out", str(t / "o")], "imagenet/train/<wnid>"),
+        "imagenet-size-not-offered": (lambda t, w: ["distill", "--dataset", "imagenet", "--data-root", str(large(t, "imagenet")),
+                                                    "--image-size", "48", *TINY, "--out", str(t / "o")], "32, 64, 128, 224"),
+        "tiny-imagenet-truncated-jpeg": (lambda t, w: ["distill", "--dataset", "tiny-imagenet", "--data-root",
+                                                       str(large(t, "tiny-truncated")), *TINY, "--out", str(t / "o")],
+                                         "n01443537_1.JPEG"),
+        "tiny-imagenet-unknown-wnid": (lambda t, w: ["distill", "--dataset", "tiny-imagenet", "--data-root",
+                                                     str(large(t, "tiny-unknown")), *TINY, "--out", str(t / "o")], "n00000001"),
+        "mhist-missing-column": (lambda t, w: ["distill", "--dataset", "mhist", "--data-root", str(large(t, "mhist-column")),
+                                               *TINY, "--out", str(t / "o")], "Partition"),
+        "imagenet32-zero-based-labels": (lambda t, w: ["distill", "--dataset", "imagenet32", "--data-root",
+                                                       str(large(t, "imagenet32-zero")), *TINY, "--out", str(t / "o")], "1-based"),
     }
     return c
+
+
+def large(tmp: Path, kind: str) -> Path:
+    """A data root holding one of the datasets at scale in its layout, broken as `kind` says."""
+    import data_fixtures as fx
+
+    root = tmp / "large"
+    if kind == "imagenet":
+        fx.write_imagenet(root / "imagenet", ["n01440764", "n02102040"])
+    elif kind.startswith("tiny"):
+        base = fx.write_tiny_imagenet(root / "tiny-imagenet")
+        if kind == "tiny-truncated":
+            f = base / "train" / "n01443537" / "images" / "n01443537_1.JPEG"
+            f.write_bytes(f.read_bytes()[:150])
+        else:
+            ann = base / "val" / "val_annotations.txt"
+            ann.write_text(ann.read_text().replace("n04067472", "n00000001", 1))
+    elif kind == "mhist-column":
+        fx.write_mhist(root / "mhist", size=8, columns=fx.MHIST_COLUMNS[:3])
+    elif kind == "imagenet32-zero":
+        folder = fx.write_downsampled(root / "imagenet32", per_batch=2, val=2)
+        np.savez(folder / "train_data_batch_3.npz", data=np.zeros((2, 3072), np.uint8), labels=[0, 5], mean=np.zeros(3072))
+    return root
 
 
 def _file(path: Path, text: str = "not a datadistill file\n") -> Path:

@@ -72,7 +72,7 @@ def _isolated_env(monkeypatch, tmp_path):
 
 def test_unknown_name_lists_valid_names(tmp_path):
     with pytest.raises(DataError) as e:
-        load_dataset("imagenet", tmp_path)
+        load_dataset("imagenet-21k", tmp_path)
     for name in DATASET_NAMES:
         assert name in str(e.value)
     assert "folder:PATH" in str(e.value)

@@ -141,7 +141,7 @@ def test_mlp_has_no_feature_maps() -> None:
     "name,variant,match",
     [
         ("resnet50", {}, "valid choices: alexnet"),
-        ("convnet", {"depth": 5}, "depth"),
+        ("convnet", {"depth": 7}, "depth"),
         ("convnet", {"depth": 0}, "depth"),
         ("convnet", {"width": -1}, "width"),
         ("convnet", {"norm": "weird"}, "valid choices: instance, batch, layer, group, none"),

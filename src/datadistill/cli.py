@@ -84,6 +84,14 @@ def given_fields(a: argparse.Namespace, klass: type, prefix: str = "") -> dict:
     return out
 
 
+def _storage_shorthands(p: argparse.ArgumentParser) -> None:
+    """--in-memory / --out-of-core: shorthands of --storage memory / disk."""
+    p.add_argument("--in-memory", dest="storage", action="store_const", const="memory",
+                   help="keep the dataset in memory as float32 (--storage memory)")
+    p.add_argument("--out-of-core", dest="storage", action="store_const", const="disk",
+                   help="read the dataset from the uint8 image store a batch at a time (--storage disk)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--data-root", default=None, help="folder with <dataset>/ files (default: $DATADISTILL_DATA or ~/.cache/datadistill)")
@@ -118,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         if act.dest == "method":
             act.help = f"distillation method: {', '.join(available_methods())} (default dm; README, docs/methods/)"
     add_field_flags(p, EvalConfig, prefix="eval-")
+    _storage_shorthands(p)
     for kind, art in available_artifacts().items():
         p.add_argument(f"--{kind}", default=None, metavar="DIR", dest=kind,
                        help=f"{art.description} for the methods that need them (made by `{art.command}`)")
@@ -588,6 +597,8 @@ def cmd_datasets(a: argparse.Namespace) -> int:
         mark = "present" if r["present"] else "missing"
         print(f"{r['name']:<15}{mark:<9}{r.get('description', '')}")
         print(f"{'':<15}{'':<9}{r.get('path', r.get('folder', ''))}")
+        if not r["present"] and r.get("layout"):  # where the files go
+            print(f"{'':<15}{'':<9}layout: {r['layout']}")
     return 0
 
 

@@ -107,7 +107,14 @@ class DistillConfig:
     device: str = option("auto", help="auto (default), cpu, cuda or cuda:N")
     data_root: str | None = option(None, metavar="DIR", help="folder with <dataset>/ files (default: "
                                                             "$DATADISTILL_DATA or ~/.cache/datadistill)")
-    image_size: int | None = option(None, help="resize folder: datasets to this size")
+    image_size: int | None = option(None, help="image side: resize to it (imagenet and its subsets, mhist: decode at "
+                                               "it; imagenet: 32, 64, 128 or 224)")
+    storage: str = option("auto", choices=("auto", "memory", "disk"),
+                          help="where the training images live: auto (default: on disk when the dataset as float32 "
+                               "would exceed 4 GiB or a quarter of the memory), memory (--in-memory) or disk "
+                               "(--out-of-core: the uint8 store, read a batch at a time); both give the same set")
+    cache: str | None = option(None, metavar="DIR", help="folder of the out-of-core image store (default "
+                                                         "$DATADISTILL_CACHE or <data-root>/<dataset>/.cache)")
     model: str = option("convnet", help="network used for distillation (default convnet)")
     model_args: dict[str, Any] = option(factory=dict, name="--model-arg", metavar="KEY=VALUE",
                                         help="a variant of the distillation network, e.g. width=64 (repeatable)")
@@ -116,6 +123,9 @@ class DistillConfig:
     artifacts: dict[str, str] = field(default_factory=dict)
     # kind -> the fingerprint of that artifact, recorded by the run setup (a resume must see the same)
     artifact_fingerprints: dict[str, str] = field(default_factory=dict)
+    # what the run setup chose because it was not given, recorded for config.yaml (e.g. the ConvNet
+    # depth picked from the image size); informational, a resume may differ
+    resolved: dict[str, Any] = field(default_factory=dict)
     zca: bool = option(False, help="ZCA-whiten the training images before distilling (default: the preset's)")
     lr_img: float = option(1.0, help="learning rate of the synthetic images")
     momentum_img: float = option(0.5, help="momentum of the synthetic images' SGD")

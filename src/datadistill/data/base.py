@@ -59,11 +59,17 @@ class DatasetSpec:
 
 @dataclass
 class ImageData:
-    """One split: float32 images (N, C, H, W) in normalized space and int64 labels (N,)."""
+    """One split: float32 images (N, C, H, W) in normalized space and int64 labels (N,).
+
+    `images` is a tensor (the in-memory path) or a `store.StoredImages` (the out-of-core path: the
+    split stays on disk and is read, converted and normalized a batch at a time on indexing); both
+    answer the same calls (`class_batch`, `subset`, `to`, indexing, `len`). `extra`: per-image
+    values a dataset keeps besides the label (MHIST: the annotators' agreement), as tensors (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     spec: DatasetSpec
+    extra: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     _per_class: list[torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,11 +94,18 @@ class ImageData:
         return int(self.labels.shape[0])
 
     @property
+    def out_of_core(self) -> bool:
+        """True when the images are read from the out-of-core store (not a tensor in memory)."""
+        return not isinstance(self.images, torch.Tensor)
+
+    @property
     def indices_per_class(self) -> list[torch.Tensor]:
-        """Index tensor of each class, computed once."""
+        """Index tensor of each class (ascending), computed once with one stable sort."""
         if self._per_class is None:
             lab = self.labels.cpu()
-            self._per_class = [torch.nonzero(lab == c).flatten() for c in range(self.spec.num_classes)]
+            order = torch.argsort(lab, stable=True)
+            counts = torch.bincount(lab, minlength=self.spec.num_classes)[: self.spec.num_classes]
+            self._per_class = list(order.split(counts.tolist()))
         return self._per_class
 
     def class_counts(self) -> list[int]:
@@ -105,11 +118,14 @@ class ImageData:
         return self.images[idx[perm].to(self.images.device)]
 
     def subset(self, idx: torch.Tensor) -> "ImageData":
+        """The images `idx` (out of core: a view, nothing read)."""
         idx = idx.to(self.images.device)
-        return ImageData(self.images[idx], self.labels[idx.to(self.labels.device)], self.spec)
+        images = self.images.view(idx) if self.out_of_core else self.images[idx]
+        extra = {k: v[idx.to(v.device)] for k, v in self.extra.items()}
+        return ImageData(images, self.labels[idx.to(self.labels.device)], self.spec, extra)
 
     def to(self, device: torch.device | str) -> "ImageData":
-        out = ImageData(self.images.to(device), self.labels.to(device), self.spec)
+        out = ImageData(self.images.to(device), self.labels.to(device), self.spec, self.extra)
         out._per_class = self._per_class
         return out
 

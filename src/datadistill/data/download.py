@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import tarfile
+import zipfile
 import tempfile
 import urllib.request
 import zlib
@@ -47,7 +48,7 @@ class Source:
     """Where a dataset's files are published: ``base_url + name`` for each ``name`` in ``files``.
 
     ``files`` maps remote file name -> published md5. ``archive``: the files are ``.tar.gz``
-    archives, extracted into the dataset folder after download and then deleted.
+    (or ``.zip``) archives, extracted into the dataset folder after download and then deleted.
     """
 
     base_url: str
@@ -124,25 +125,45 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise DataError(f"{archive}: refusing to extract member {name!r} (link or special file)")
 
 
+def _untar(archive: Path, tmp: Path) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        members = tf.getmembers()
+        for m in members:
+            _check_member(m, archive)
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(tmp, members=members, filter="data")
+        else:  # Python without extraction filters: members were checked above
+            tf.extractall(tmp, members=members)  # noqa: S202
+
+
+def _unzip(archive: Path, tmp: Path) -> None:
+    """A zip archive (Tiny-ImageNet's) member by member, refusing absolute paths, '..' and links."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts:
+                raise DataError(f"{archive}: refusing to extract member {name!r} (absolute path or '..')")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DataError(f"{archive}: refusing to extract member {name!r} (link)")
+        zf.extractall(tmp)
+
+
 def extract_tar(archive: Path, dest: Path) -> None:
     """Safely extract ``archive`` into ``dest``: check members, extract to a temp folder, move files."""
     dest = Path(dest)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
-        with tarfile.open(archive, "r:*") as tf:
-            members = tf.getmembers()
-            for m in members:
-                _check_member(m, archive)
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(tmp, members=members, filter="data")
-            else:  # Python without extraction filters: members were checked above
-                tf.extractall(tmp, members=members)  # noqa: S202
+        if str(archive).lower().endswith(".zip"):
+            _unzip(archive, tmp)
+        else:
+            _untar(archive, tmp)
         for path in sorted(tmp.rglob("*")):
             if path.is_file():
                 target = dest / path.relative_to(tmp)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
-    except (tarfile.TarError, EOFError, zlib.error) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise DataError(f"{archive}: corrupt archive, cannot extract ({type(e).__name__}: {e})") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

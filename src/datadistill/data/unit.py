@@ -13,6 +13,7 @@ from typing import Callable
 from . import download
 from .download import Source
 from .raw import RawSplits
+from .scan import Scan
 
 DATASETS: dict[str, "DatasetInfo"] = {}
 ALIASES: dict[str, str] = {}
@@ -28,14 +29,30 @@ class DatasetInfo:
     im_size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    files: tuple[str, ...]  # required files, relative to <root>/<name>/ (empty: ships with a package)
-    reader: Callable[[Path], RawSplits]
+    # required files, relative to <root>/<name>/ (a trailing / names a folder; empty: ships with a package)
+    files: tuple[str, ...]
+    reader: Callable[[Path], RawSplits] | None  # small datasets: the whole dataset as uint8 in memory
     source: Source | None = None  # where the files are published (None: no public download)
     aliases: tuple[str, ...] = ()  # other names it is known by (lower case)
+    # large datasets, instead of `reader`: scan(folder, size) lists the images as parts decoded into
+    # the out-of-core store (scan.py); `size` is the requested side (None: the dataset's own)
+    scan: Callable[[Path, int | None], Scan] | None = None
+    layout: str = ""  # how the files are laid out, for the error that says where to put them
+    sizes: tuple[int, ...] = ()  # the sides --image-size may take (empty: any)
+    folder: str = ""  # the folder under the data root, when not the name (the ImageNet subsets: imagenet)
+
+    @property
+    def folder_name(self) -> str:
+        return self.folder or self.name
 
     @property
     def embedded(self) -> bool:
         return not self.files
+
+    @property
+    def computed_stats(self) -> bool:
+        """True when the normalization is the training split's own statistics (empty `mean`)."""
+        return not self.mean
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:

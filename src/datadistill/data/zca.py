@@ -70,7 +70,10 @@ def fit_zca(data: ImageData, eps: float = DEFAULT_EPS, chunk: int = 2048) -> dic
 
 
 def whiten(data: ImageData, zca: dict[str, torch.Tensor], chunk: int = 4096) -> ImageData:
-    """`data` whitened with `zca`: ``(x - mean) @ transform.T`` per flattened image."""
+    """`data` whitened with `zca`: ``(x - mean) @ transform.T`` per flattened image (out of core:
+    a view that whitens each batch as it is read)."""
+    if data.out_of_core:
+        return ImageData(data.images.with_zca(zca), data.labels, data.spec, data.extra)
     t = zca["transform"].to(data.images.device, data.images.dtype)
     m = zca["mean"].to(data.images.device, data.images.dtype)
     out = torch.empty_like(data.images)
@@ -78,7 +81,7 @@ def whiten(data: ImageData, zca: dict[str, torch.Tensor], chunk: int = 4096) -> 
     for start in range(0, len(data), chunk):
         x = data.images[start : start + chunk].reshape(-1, t.shape[0])
         flat_out[start : start + chunk] = (x - m) @ t.T
-    return ImageData(out, data.labels, data.spec)
+    return ImageData(out, data.labels, data.spec, data.extra)
 
 
 def unwhiten_images(images: torch.Tensor, zca: dict[str, torch.Tensor]) -> torch.Tensor:

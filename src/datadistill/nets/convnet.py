@@ -1,8 +1,11 @@
 """ConvNet: the standard backbone of the dataset-distillation literature (DC, DSA, DM, MTT, ...).
 
 `depth` blocks of conv3x3(width) -> norm -> act -> pool, then flatten -> linear classifier.
-Defaults: width 128, depth 3, instance norm (GroupNorm with one group per channel), ReLU,
-2x2 average pooling. A 28x28 input behaves as 32x32: the first convolution pads 3 instead of 1.
+Defaults: width 128, instance norm (GroupNorm with one group per channel), ReLU, 2x2 average
+pooling, and the depth from the resolution (`depth_for_size`), as the papers size it: 3 at 32x32
+(and 28x28, which behaves as 32x32: the first convolution pads 3 instead of 1), 4 at 64x64
+(Tiny-ImageNet: DM, MTT), 5 at 128x128 (the ImageNet subsets: MTT) and 224x224, unless `depth`
+is given.
 """
 from __future__ import annotations
 
@@ -27,7 +30,14 @@ from .base import (
 )
 from .registry import check_choice, positive_int, register
 
-MAX_DEPTH = 4
+MAX_DEPTH = 6
+
+
+def depth_for_size(im_size: tuple[int, int]) -> int:
+    """The ConvNet depth for an input size: ``floor(log2(side)) - 2`` of the smaller side, at
+    least 3 (sides up to 32 and 28x28 inputs: 3; 64: 4; 128 and 224: 5), at most MAX_DEPTH."""
+    side = max(32, min(int(v) for v in im_size))
+    return min(MAX_DEPTH, max(3, side.bit_length() - 1 - 2))
 
 
 class ConvNet(BlockNet):
@@ -44,16 +54,16 @@ class ConvNet(BlockNet):
         im_size: tuple[int, int],
         *,
         width: int = 128,
-        depth: int = 3,
+        depth: int | None = None,
         norm: str = "instance",
         act: str = "relu",
         pool: str = "avg",
     ) -> None:
         super().__init__(channels, num_classes, im_size)
         width = positive_int("width", width)
-        depth = positive_int("depth", depth)
+        depth = positive_int("depth", depth_for_size(im_size) if depth is None else depth)
         if depth > MAX_DEPTH:
-            raise ConfigError(f"invalid depth {depth}; valid choices: 1, 2, 3, 4")
+            raise ConfigError(f"invalid depth {depth}; valid choices: 1 to {MAX_DEPTH}")
         self.width, self.depth = width, depth
         self.norm = check_choice("norm", norm, NORMS, NORM_ALIASES)
         self.act = check_choice("act", act, ACTS)
@@ -90,12 +100,13 @@ def convnet(
     im_size: tuple[int, int],
     *,
     width: int = 128,
-    depth: int = 3,
+    depth: int | None = None,
     norm: str = "instance",
     act: str = "relu",
     pool: str = "avg",
 ) -> ConvNet:
-    """ConvNet; norm in none/batch/layer/instance/group, act in relu/sigmoid/leakyrelu, pool in avg/max/none."""
+    """ConvNet; norm in none/batch/layer/instance/group, act in relu/sigmoid/leakyrelu, pool in avg/max/none;
+    depth None: from the image size (`depth_for_size`)."""
     return ConvNet(channels, num_classes, im_size, width=width, depth=depth, norm=norm, act=act, pool=pool)
 
 
@@ -106,7 +117,7 @@ def convnet_bn(
     im_size: tuple[int, int],
     *,
     width: int = 128,
-    depth: int = 3,
+    depth: int | None = None,
     norm: str = "batch",
     act: str = "relu",
     pool: str = "avg",

@@ -4,6 +4,10 @@ basic blocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2), global average po
 Instance norm (GroupNorm with one group per channel) by default, BatchNorm for `resnet18_bn`.
 `feature_maps` returns the output of each of the four stages; `embed_dim` = 512. Global average
 pooling makes any input size work (28x28 ends on a 4x4 map, 32x32 too, as in the reference).
+
+`stem`: ``small`` (the 3x3 stem above, the DC / MTT code's at 32 to 128 pixels), ``imagenet``
+(torchvision's: 7x7 stride-2 convolution, norm, ReLU, 3x3 stride-2 max pooling, for 224x224
+ImageNet-1K), or ``auto`` (default): imagenet at 224 pixels and more, small below.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from .registry import check_choice, register
 
 _NORMS = ("instance", "batch")
 _ALIASES = {"instancenorm": "instance", "batchnorm": "batch"}
+_STEMS = ("auto", "small", "imagenet")
+IMAGENET_STEM_FROM = 224  # stem "auto": torchvision's ImageNet stem from this side on
 
 
 class BasicBlock(nn.Module):
@@ -41,14 +47,27 @@ class BasicBlock(nn.Module):
 class ResNet18(Net):
     """ResNet-18 (see module docstring)."""
 
-    def __init__(self, channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance") -> None:
+    def __init__(self, channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance",
+                 stem: str = "auto") -> None:
         super().__init__(channels, num_classes, im_size)
         self.norm = check_choice("norm", norm, _NORMS, _ALIASES)
-        self.stem = nn.Sequential(
-            nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False),
-            norm_layer(self.norm, 64),
-            nn.ReLU(),
-        )
+        stem = check_choice("stem", stem, _STEMS)
+        if stem == "auto":
+            stem = "imagenet" if min(im_size) >= IMAGENET_STEM_FROM else "small"
+        self.stem_kind = stem
+        if stem == "small":
+            self.stem = nn.Sequential(
+                nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False),
+                norm_layer(self.norm, 64),
+                nn.ReLU(),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False),
+                norm_layer(self.norm, 64),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+            )
         stages = []
         in_ch = 64
         for out_ch, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
@@ -79,12 +98,13 @@ class ResNet18(Net):
 
 
 @register("resnet18")
-def resnet18(channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance") -> ResNet18:
-    """ResNet-18 with instance norm (norm='batch' for BatchNorm)."""
-    return ResNet18(channels, num_classes, im_size, norm=norm)
+def resnet18(channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance",
+             stem: str = "auto") -> ResNet18:
+    """ResNet-18 with instance norm (norm='batch' for BatchNorm); stem auto/small/imagenet."""
+    return ResNet18(channels, num_classes, im_size, norm=norm, stem=stem)
 
 
 @register("resnet18_bn")
-def resnet18_bn(channels: int, num_classes: int, im_size: tuple[int, int]) -> ResNet18:
+def resnet18_bn(channels: int, num_classes: int, im_size: tuple[int, int], *, stem: str = "auto") -> ResNet18:
     """ResNet-18 with BatchNorm."""
-    return ResNet18(channels, num_classes, im_size, norm="batch")
+    return ResNet18(channels, num_classes, im_size, norm="batch", stem=stem)

@@ -44,6 +44,7 @@ CHECKPOINT_FORMAT = checkpoints.FORMAT
 # `sources` is the presets' citation text, which documents the settings rather than being one (a
 # reworded preset must not strand a run of hours).
 RESUMABLE_CHANGES = {"iterations", "eval", "device", "val_every", "val_epochs", "checkpoint_every", "data_root",
+                     "storage", "cache", "resolved",
                      "artifact_fingerprints", "sources"}
 
 

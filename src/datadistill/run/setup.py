@@ -26,6 +26,7 @@ from ..config import DistillConfig
 from ..data import DatasetSplits, load_dataset
 from ..data.zca import whiten
 from ..errors import DistillError
+from ..nets.convnet import depth_for_size
 from ..methods import Distiller, get_method, initial_synset
 from ..rng import make_generator, resolve_device
 from ..synset import SyntheticSet
@@ -45,7 +46,9 @@ class Prepared:
 
 
 def load_data(cfg: DistillConfig, progress: bool = True) -> DatasetSplits:
-    return load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=progress)
+    """The run's dataset: in memory or out of core (`cfg.storage`, `cfg.cache`; the same numbers)."""
+    return load_dataset(cfg.dataset, cfg.data_root, image_size=cfg.image_size, progress=progress,
+                        storage=cfg.storage, cache=cfg.cache)
 
 
 def prepare(cfg: DistillConfig, *, data: DatasetSplits | None = None, device: torch.device | str | None = None,
@@ -56,6 +59,7 @@ def prepare(cfg: DistillConfig, *, data: DatasetSplits | None = None, device: to
     if data is None:
         data = load_data(cfg, progress)
     method_cls = get_method(cfg.method)
+    cfg.resolved = resolved_settings(cfg, data.spec)
     artifacts = resolve_artifacts(method_cls, cfg, data.spec)
     cfg.artifact_fingerprints = {kind: art.fingerprint for kind, art in artifacts.items()}
     zca = None
@@ -68,6 +72,17 @@ def prepare(cfg: DistillConfig, *, data: DatasetSplits | None = None, device: to
     _check_same_data(data, syn0)
     distiller.init(syn0)
     return Prepared(cfg, device, data, artifacts, zca, distiller, syn0)
+
+
+def resolved_settings(cfg: DistillConfig, spec) -> dict:
+    """What the networks pick from the data when the config does not say (written to config.yaml):
+    the ConvNet depth from the image size, unless `--model-arg depth=N` is given."""
+    out = {}
+    if cfg.model.lower().startswith("convnet") and "depth" not in cfg.model_args:
+        out["convnet_depth"] = depth_for_size(spec.im_size)
+        out["convnet_depth_rule"] = (f"from the image size {spec.im_size[0]}x{spec.im_size[1]} (3 up to 32, 4 at 64, "
+                                     "5 at 128 and 224; --model-arg depth=N fixes it)")
+    return out
 
 
 def _fingerprint(*tensors: torch.Tensor) -> list[float]:
@@ -86,7 +101,9 @@ def _check_same_data(data: DatasetSplits, syn0: SyntheticSet) -> None:
     rounding of the summary, which may differ between CPUs)."""
     if not dist.active():
         return
-    mine = _fingerprint(data.train.images, data.train.labels, syn0.images)
+    # out of core, the store's fingerprint of the source files stands for the images
+    images = [] if data.train.out_of_core else [data.train.images]
+    mine = _fingerprint(*images, data.train.labels, syn0.images)
     bad = [r for r, f in enumerate(dist.all_gather_objects(mine))
            if len(f) != len(mine) or not all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-6) for x, y in zip(f, mine))]
     if bad:

@@ -135,7 +135,8 @@ def score_el2n(
 def data_fingerprint(train: ImageData) -> str:
     """A hash of the split's dataset spec, images and labels (which samples, in which order)."""
     h = hashlib.sha256(json.dumps(train.spec.to_dict(), sort_keys=True, default=str).encode())
-    h.update(train.images.detach().float().cpu().contiguous().numpy().tobytes())
+    for part in train.images.split(4096):  # a chunk at a time (the same bytes in order: the same hash), so
+        h.update(part.detach().float().cpu().contiguous().numpy().tobytes())  # an out-of-core split is never whole
     h.update(train.labels.detach().long().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
