@@ -59,13 +59,13 @@ def _worker(rank: int, port: int, folder: str) -> None:
     data = toy_splits()
     seen: dict[str, list[list[int]]] = {}
     current = [""]
-    real_batches = ImageDistiller.class_batches
+    real_batches = ImageDistiller.each_class_batch
 
     def spy(self, classes=None):
         seen.setdefault(current[0], []).append(list(classes) if classes is not None else None)
         return real_batches(self, classes)
 
-    ImageDistiller.class_batches = spy
+    ImageDistiller.each_class_batch = spy
     out = {}
     for name in CASES:
         current[0] = name
@@ -82,7 +82,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
     current[0] = "no_reduce"
     out["no_reduce"] = run_distillation(_cfg("dm"), None, data=data, progress=False).synset.images
     dist.all_reduce_sum_ = real_reduce
-    ImageDistiller.class_batches = real_batches
+    ImageDistiller.each_class_batch = real_batches
     out["classes"] = seen
     # Last: process 1 fails in iteration 2 and exits; process 0 must get an error, not hang.
     method = get_method("dm")
@@ -141,7 +141,7 @@ def test_each_process_handles_only_its_classes(two_processes):
         calls = [ranks[r]["classes"][name] for r in range(WORLD)]
         assert calls[0] and all(c == [0, 2] for c in calls[0]), (name, calls[0])
         assert calls[1] and all(c == [1] for c in calls[1]), (name, calls[1])
-    # DC/DSA: one class_batches call per outer step (2 per iteration, 3 iterations)
+    # DC/DSA: one each_class_batch call per outer step (2 per iteration, 3 iterations)
     assert len(ranks[0]["classes"]["dc"]) == len(ranks[1]["classes"]["dc"]) == 6
     # Batch norm in DM is not separable: process 0 computes every class, process 1 none
     assert all(c == [0, 1, 2] for c in ranks[0]["classes"]["dm_bn"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -239,18 +239,29 @@ class ImageDistiller(Distiller):
 
         One key is drawn from `self.gen` whatever `classes` is (empty included); class c's real
         batch and DSA draw come from a generator derived from (key, c) alone."""
-        key = int(torch.randint(0, 2**62, (1,), generator=self.gen))
         reals, syns = [], []
-        for c in range(self.spec.num_classes) if classes is None else classes:
-            g = make_generator(key, "class", c)
-            xr = self.train.class_batch(c, self.cfg.batch_real, g)
-            xs = self.class_images(c)
-            if self.dsa is not None:
-                params = self.dsa.sample(1, g, siamese=True)
-                xr, xs = self.dsa(xr, params), self.dsa(xs, params)
+        for xr, xs in self.each_class_batch(classes):
             reals.append(xr)
             syns.append(xs)
         return reals, syns
+
+    def each_class_batch(self, classes: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`class_batches`, one class at a time: the key is drawn now, each class's (real, synthetic)
+        pair when it is asked for, so that a caller that finishes with one class before the next
+        holds one class's batches (and graph) at a time. The same tensors as `class_batches`."""
+        key = int(torch.randint(0, 2**62, (1,), generator=self.gen))
+
+        def pairs():
+            for c in range(self.spec.num_classes) if classes is None else classes:
+                g = make_generator(key, "class", c)
+                xr = self.train.class_batch(c, self.cfg.batch_real, g)
+                xs = self.class_images(c)
+                if self.dsa is not None:
+                    params = self.dsa.sample(1, g, siamese=True)
+                    xr, xs = self.dsa(xr, params), self.dsa(xs, params)
+                yield xr, xs
+
+        return pairs()
 
     # -- splitting the classes over processes ------------------------------------------------
     def loss_classes(self, separable: bool = True) -> list[int]:

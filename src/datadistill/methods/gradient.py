@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +184,29 @@ def matching_loss(net: nn.Module, reals: Sequence[Tensor], syns: Sequence[Tensor
     return total
 
 
+def matching_backward(net: nn.Module, pairs: Iterable[tuple[Tensor, Tensor]], classes: Sequence[int],
+                      inputs: Sequence[Tensor], distance: str = "layerwise", real_chunk: int | None = None,
+                      real_context: Callable[[], Any] = contextlib.nullcontext) -> Tensor:
+    """`matching_loss` over the (real, synthetic) batches of `pairs` (one per class of `classes`),
+    each class's term backpropagated into `inputs` before the next class's batches are made, and
+    the (detached) total returned. The same loss and the same gradient as building the sum and
+    calling backward once: every term reaches the images through its own class's rows only, so
+    each gradient element receives one term's contribution and zeros. Peak memory holds one
+    class's graph instead of every class's (DSA at ImageNet-1K's 1,000 classes: 7.9 GiB before)."""
+    distance_fn = DISTANCES[distance]
+    total = None
+    for c, (xr, xs) in zip(classes, pairs):
+        with record_function("gm/real_grad"), real_context():
+            (g_real,) = real_gradients(net, [xr], real_chunk, [c])
+        with record_function("gm/syn_grad"):
+            (g_syn,) = synthetic_gradients(net, [xs], [c])
+            d = distance_fn(g_real, g_syn)
+        with record_function("gm/image_update"):
+            d.backward(inputs=list(inputs))
+        total = d.detach() if total is None else total + d.detach()
+    return total
+
+
 def freeze_batch_norm(net: nn.Module, images: Tensor) -> None:
     """Set every batch-norm layer's running statistics to those of `images` (one train-mode forward,
     no autograd), then put the batch-norm layers in eval mode so they stay fixed."""
@@ -255,17 +278,24 @@ class GradientMatching(ImageDistiller):
             x = torch.cat([self.train.class_batch(c, n, self.gen) for c in range(self.spec.num_classes)])
             freeze_batch_norm(net, x)
 
-    def match(self, net: nn.Module) -> Tensor:
+    def match(self, net: nn.Module, backward: bool = False) -> Tensor:
         """The matching loss of one outer step on `net`, summed over this process's classes
         (`loss_classes`: all of them in one process). Every class's term needs only the network and
-        that class's batches (batch norm is frozen first), so the classes split exactly."""
+        that class's batches (batch norm is frozen first), so the classes split exactly.
+        `backward`: backpropagate into the images class by class (`matching_backward`) and return
+        the loss detached."""
         self.prepare_network(net)
         classes = self.loss_classes()
-        reals, syns = self.class_batches(classes)
+        pairs = self.each_class_batch(classes)
         if not classes:
             return self.no_loss()
+        real_context = lambda: autocast(self.device, self.cfg.precision)  # noqa: E731
+        if backward:
+            return matching_backward(net, pairs, classes, [self.images], self.opts.distance, self.real_chunk,
+                                     real_context)
+        reals, syns = map(list, zip(*pairs))
         return matching_loss(net, reals, syns, self.opts.distance, self.real_chunk, classes=classes,
-                             real_context=lambda: autocast(self.device, self.cfg.precision))
+                             real_context=real_context)
 
     def train_network(self, net: nn.Module) -> None:
         """`inner_loop` epochs of plain SGD on a detached copy of the synthetic set."""
@@ -292,7 +322,7 @@ class GradientMatching(ImageDistiller):
         total = 0.0
         for ol in range(self.outer_loop):
             self.opt_img.zero_grad(set_to_none=True)
-            loss = self.match(net)
+            loss = self.match(net, backward=True)  # the images' gradient accumulated class by class
             with record_function("gm/image_update"):
                 (value,) = self.backward_and_reduce(loss)  # summed over the processes' classes
                 check_finite(value, it, f"lower lr_img (now {self.cfg.lr_img})")
