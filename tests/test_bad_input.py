@@ -228,6 +228,13 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "mtt-without-experts": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--out", str(t / "o")], "--experts"),
         "mtt-experts-missing": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--experts", str(t / "none"),
                                               "--out", str(t / "o")], "experts"),
+        "datm-start-range-above-max": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "datm", "--experts", str(w.experts),
+                                                     "--opt", "current_max_start_epoch=5", "--out", str(t / "o")],
+                                       "current_max_start_epoch"),
+        "datm-threshold-zero": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "datm", "--experts", str(w.experts),
+                                              "--opt", "threshold=0", "--out", str(t / "o")], "threshold"),
+        "pad-variant-unknown": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "pad", "--experts", str(w.experts),
+                                              "--opt", "variant=released", "--out", str(t / "o")], "variant"),
         "bf16-for-mtt": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--precision", "bf16", "--out", str(t / "o")], "precision"),
         # -- output paths -------------------------------------------------------------------------------
         "out-is-a-file": (lambda t, w: ["distill", *w.data(), *TINY, "--out", str(_file(t / "f.txt"))], "f.txt"),
