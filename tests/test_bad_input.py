@@ -321,6 +321,8 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
                                                         "--opt", "max_start_epoch=1", "--opt", "syn_steps=1", "--experts",
                                                         str(corrupt_shard_payload(w, t)), "--out", str(t / "o")], "expert_0000"),
         "experts-count-zero": (lambda t, w: ["experts", *w.data(), "--experts", "0", "--out", str(t / "e")], "num_experts"),
+        "experts-gsam-rho-zero": (lambda t, w: ["experts", *w.data(), "--optimizer", "gsam", "--rho", "0",
+                                                "--out", str(t / "e")], "rho"),
         "experts-epochs-zero": (lambda t, w: ["experts", *w.data(), "--epochs", "0", "--out", str(t / "e")], "epochs"),
         "experts-folder-other-settings": (lambda t, w: ["experts", *w.data(), "--experts", "1", "--epochs", "3", "--batch-size", "8",
                                                         "--device", "cpu", "--no-progress", "--out", str(copy_experts(w, t))], "epochs"),
