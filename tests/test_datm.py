@@ -3,6 +3,7 @@ their averaged soft labels (with the rule for a class with too few), the thresho
 kill-and-resume; PAD's code variant running DATM's parts. Tiny tensors and networks throughout."""
 import pytest
 import torch
+import yaml
 
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError
@@ -11,6 +12,7 @@ from datadistill.methods.trajectory import DATM, ExpertSettings, load_experts, s
 from datadistill.methods.trajectory.labels import averaged_correct_logits, expert_logits, select_correct
 from datadistill.nets import make_net
 from datadistill.rng import make_generator
+from datadistill.run import run_distillation
 
 from toydata import accuracy_before_after, check_kill_and_resume, toy_splits
 
@@ -205,7 +207,7 @@ def test_options_are_checked(experts, small):
 
 # -- PAD's two variants ---------------------------------------------------------------------------
 
-def test_pad_code_variant_runs_datms_parts_and_the_paper_variant_does_not(experts, small):
+def test_pad_code_variant_runs_datms_parts_and_the_paper_variant_does_not(tmp_path, experts, small):
     paper = distiller(cfg(experts, method="pad", method_args={"soft_labels": True}), small)
     code = distiller(cfg(experts, method="pad", method_args={"soft_labels": True, "variant": "code"}), small)
     datm = distiller(cfg(experts), small)
@@ -221,8 +223,11 @@ def test_pad_code_variant_runs_datms_parts_and_the_paper_variant_does_not(expert
         a, b = code.step(it), datm.step(it)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["start_epoch"] == b["start_epoch"]
     torch.testing.assert_close(code.images, datm.images)
-    # the variant is named in the run's config
-    assert cfg(experts, method="pad", method_args={"variant": "code"}).method_args["variant"] == "code"
+    # both variants are named in the run's config.yaml (the presets set paper)
+    assert cfg(experts, method="pad").method_args["variant"] == "paper"
+    c = cfg(experts, method="pad", iterations=1, method_args={"variant": "code"})
+    run_distillation(c, tmp_path / "code", data=small, progress=False, log=lambda m: None)
+    assert yaml.safe_load((tmp_path / "code" / "config.yaml").read_text())["method_args"]["variant"] == "code"
     with pytest.raises(ConfigError, match="variant"):
         distiller(cfg(experts, method="pad", method_args={"variant": "released"}), small)
 
