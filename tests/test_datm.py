@@ -242,9 +242,11 @@ def test_quick_preset_has_mtts_budget_and_datms_parts(ipc):
     a = d.method_args
     assert a["soft_labels"] and a["image_init"] == "correct" and a["label_init"] == "average"
     if ipc == 1:
-        assert a["sequential_generation"] is False and a["threshold"] == 1.1 and a["max_start_epoch"] == 4
+        assert a["sequential_generation"] is False and a["threshold"] is None and a["max_start_epoch"] == 4
+        assert resolve_config("datm", "cifar10", 1, "paper").method_args["threshold"] == 1.1
     else:
         assert (a["current_max_start_epoch"], a["max_start_epoch"], a["expansion_end_epoch"]) == (9, 18, 50)
+        assert a["threshold"] == 1.0
 
 
 def test_paper_presets_follow_the_authors_configs():
