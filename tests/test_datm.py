@@ -61,6 +61,7 @@ def test_start_epoch_range_follows_the_schedule():
         assert start_epoch_range(it, 0, 10, 20, 1000) == (0, hi), it
     assert start_epoch_range(3, 20, 20, 70, 2000, sequential=False) == (20, 70)
     assert start_epoch_range(0, 2, 5, 8, 3) == (2, 5) and start_epoch_range(2, 2, 5, 8, 3) == (2, 7)
+    assert start_epoch_range(0, 0, 9, 4, 50) == (0, 4) == start_epoch_range(49, 0, 9, 4, 50)  # bound above the top
 
 
 def test_the_distiller_draws_from_the_growing_range(experts, small):
@@ -194,7 +195,7 @@ def test_a_short_run_improves_on_its_start(experts, small):
 
 
 def test_options_are_checked(experts, small):
-    for bad, match in [({"current_max_start_epoch": 5}, "current_max_start_epoch"),
+    for bad, match in [({"current_max_start_epoch": 0}, "current_max_start_epoch"),
                        ({"min_start_epoch": 3}, "min_start_epoch"),
                        ({"threshold": 0.0}, "threshold"),
                        ({"image_init": "noise"}, "image_init"),
@@ -202,7 +203,10 @@ def test_options_are_checked(experts, small):
                        ({"label_epoch": 9}, "label_epoch")]:
         with pytest.raises(ConfigError, match=match):
             distiller(cfg(experts, method_args=bad), small)
-    distiller(cfg(experts, method_args={"current_max_start_epoch": 5, "sequential_generation": False}), small)
+    distiller(cfg(experts, method_args={"current_max_start_epoch": 0, "sequential_generation": False}), small)
+    # an upper bound above the top: the range is fixed, and the log says so
+    d = distiller(cfg(experts, method_args={"current_max_start_epoch": 5}), small)
+    assert d.start_bounds(0) == (0, 3) and any("above max_start_epoch" in n for n in d.setup_notes())
 
 
 # -- PAD's two variants ---------------------------------------------------------------------------

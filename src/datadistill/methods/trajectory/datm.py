@@ -11,7 +11,8 @@ MTT (`mtt.py`: the same unroll, loss and learned step size) with four changes:
 
        U(it) = min(T_cur + floor((T_max - T_cur) * it / expansion_end_epoch), T_max)
 
-   with T- = `min_start_epoch` (`start_epoch_range`). ``sequential_generation=false``: U = T_max.
+   with T- = `min_start_epoch` (`start_epoch_range`). ``sequential_generation=false``: U = T_max;
+   a T_cur above T_max is taken as T_max (the range is fixed; the log says so).
    `it` counts from 0, as the code's loop.
 2. Learned soft labels (`labels.py`): logits learned with the images (SGD lr_y, momentum_y),
    initialized, per image, as the mean logits of the experts that classify it correctly
@@ -52,6 +53,7 @@ def start_epoch_range(it: int, min_start: int, current_max: int, max_start: int,
     module doc; integer arithmetic, so the floor is exact)."""
     if not sequential:
         return min_start, max_start
+    current_max = min(current_max, max_start)  # above the top: the range is fixed from the start
     hi = current_max + (max_start - current_max) * it // expansion_end
     return min_start, min(hi, max_start)
 
@@ -101,11 +103,11 @@ class DATMOptions(MTTOptions):
             raise ConfigError(f"{m} option min_start_epoch ({self.min_start_epoch}) must be below "
                               f"max_start_epoch ({self.max_start_epoch})")
         if self.sequential_generation:
-            if not self.min_start_epoch < self.current_max_start_epoch <= self.max_start_epoch:
+            if not self.min_start_epoch < self.current_max_start_epoch:
                 raise ConfigError(
                     f"{m} option current_max_start_epoch ({self.current_max_start_epoch}) must lie above "
-                    f"min_start_epoch ({self.min_start_epoch}) and at most max_start_epoch ({self.max_start_epoch}); "
-                    "set it (--opt current_max_start_epoch=N) or pass --opt sequential_generation=false")
+                    f"min_start_epoch ({self.min_start_epoch}); set it (--opt current_max_start_epoch=N) or pass "
+                    "--opt sequential_generation=false")
             if self.expansion_end_epoch < 1:
                 raise ConfigError(f"{m} option expansion_end_epoch must be >= 1, got {self.expansion_end_epoch}")
         if self.threshold is not None and not self.threshold > 0:
@@ -194,6 +196,10 @@ class DATM(TrajectoryMatching):
         self.init_notes: list[str] = []
         info: dict = {"image_init": self.image_init, "label_init": self.label_init if o.soft_labels else "hard",
                       "label_epoch": self.label_epoch}
+        if self.datm_parts() and o.sequential_generation and o.current_max_start_epoch > o.max_start_epoch:
+            self.init_notes.append(f"current_max_start_epoch {o.current_max_start_epoch} is above max_start_epoch "
+                                   f"{o.max_start_epoch}: the start epochs stay in {o.min_start_epoch}.."
+                                   f"{o.max_start_epoch - 1} throughout")
         if self.image_init == "correct":
             filled = self.select_images()
             info["filled_per_class"] = filled
