@@ -258,6 +258,6 @@ def test_paper_presets_follow_the_authors_configs():
     assert (a["current_max_start_epoch"], a["max_start_epoch"], a["expansion_end_epoch"], a["syn_steps"]) == (10, 20, 1000, 80)
     a = resolve_config("datm", "cifar100", 50, "paper").method_args
     assert a["image_init"] == "run" and a["sequential_generation"] is False and a["min_start_epoch"] == 20
-    c = resolve_config("datm", "tiny_imagenet", 1, "paper")
+    c = resolve_config("datm", "tiny-imagenet", 1, "paper")
     assert c.model_args["depth"] == 4 and c.lr_img == 10000.0 and c.method_args["current_max_start_epoch"] == 15
     assert all(s for s in resolve_config("datm", "cifar10", 1, "paper").sources)
