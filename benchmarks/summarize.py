@@ -328,6 +328,28 @@ def soft_labels_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def datm_table(doc: dict) -> str:
+    """benchmarks/datm.py: the experts, then per set its accuracy under its own labels and under
+    hard labels (rows still to run are left out)."""
+    rows = doc["results"]
+    lines = [f"`{doc['command']}` (evaluation budget {doc.get('eval_budget')})", ""]
+    for r in rows:
+        if r.get("job") == "experts":
+            lines += [f"Experts: {r['num_experts']} x {r['epochs']} epochs ({r['optimizer']['kind']}), {r['why']}", ""]
+    evals = {(r["variant"], r["ipc"], r["protocol"]): r for r in rows if r.get("job") == "eval" and "accuracy" in r}
+    lines += ["| set | IPC | iterations | skipped | loss first / last tenth | own labels % | hard labels % | distill s | run |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("job") != "set" or "variant" not in r:
+            continue
+        own, hard = (evals.get((r["variant"], r["ipc"], p)) for p in ("own", "hard"))
+        lines.append(f"| {r['variant']}{' (soft)' if r['soft_labels'] else ''} | {r['ipc']} | {r['iterations']} | "
+                     f"{r['skipped_iterations']} | {r['loss_first_tenth']:.3f} / {r['loss_last_tenth']:.3f} | "
+                     f"{acc(own['accuracy']) if own else '–'} | {acc(hard['accuracy']) if hard else '–'} | "
+                     f"{r['distill_seconds']:.0f} | {provenance(r, doc)} |")
+    return "\n".join(lines)
+
+
 def _first(doc: dict, key: str):
     return next((r[key] for r in doc["results"] if key in r), "?")
 
@@ -337,7 +359,7 @@ def table(path: Path) -> str:
     special = {"budget": budget_table, "mtt_cifar10": mtt_table, "applications_mnist": applications_table,
                "baseline_mnist": baseline_table, "pad_cifar10": pad_table, "speed": speed_table,
                "precision": precision_table, "paper_protocol": paper_protocol_table, "dsa_gap_mnist": dsa_gap_table,
-               "soft_labels": soft_labels_table}
+               "soft_labels": soft_labels_table, "datm": datm_table}
     if doc.get("benchmark") in special:
         return special[doc["benchmark"]](doc)
     rows = doc.get("results")

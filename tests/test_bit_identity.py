@@ -24,6 +24,8 @@ CASES = {
     "datadam": ({"layers": "all"}, {}),
     "dc": ({"inner_loop": 1, "outer_loop": 2}, {}),
     "dsa": ({"inner_loop": 1, "outer_loop": 2}, {}),
+    "datm": ({"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 2, "current_max_start_epoch": 1,
+              "expansion_end_epoch": 2, "lr_lr": 1e-6}, {"experts": True}),
     "mtt": ({"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 2, "lr_lr": 1e-6}, {"experts": True}),
     "pad": ({"syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 2, "lr_lr": 1e-6, "require_curriculum": False}, {"experts": True}),
     "herding": ({"embed_epochs": 1}, {"iterations": 0}),
@@ -34,6 +36,7 @@ CASES = {
 EXPECTED = {
     "datadam": "dd076d607e8c6563a91b9b94",
     "dc": "cd6bf49818d679137d02e1d2",
+    "datm": "dcdb62bf91d779ee4a2afccf",
     "dm": "ee9c19e3e17da148cc93a16a",
     "dsa": "9dcaa875816e0ff62b71868f",
     "herding": "6e4b0c250fcf555a222a8f2e",

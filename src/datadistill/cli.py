@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set the run up, print the peak memory it is estimated to need (trajectory methods: per "
                         "unroll mode) and what the device has, and exit without distilling or writing anything")
 
-    p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (mtt, pad); resumes an "
+    p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (mtt, datm, pad); resumes an "
                                        "existing --out folder")
     add_field_flags(p, ExpertSettings, required=("dataset",))
     p.add_argument("--preset", default="quick", choices=["quick", "paper"],

@@ -63,7 +63,7 @@ class TeacherSettings:
     batch_size: int = option(256, help="minibatch size")
     momentum: float = option(0.9, help="SGD momentum")
     weight_decay: float = option(5e-4, help="weight decay")
-    optimizer: str = option("sgd", choices=OPTIMIZERS, help="sgd (default) or adamw")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="sgd (default), adamw, or gsam (sharpness-aware SGD with gsam.py's defaults)")
     schedule: str = option("step", choices=SCHEDULES, help="step (x0.1 at half the epochs, default) or cosine")
     aug: str = option("dsa", choices=("dsa", "none"), help="training augmentation: dsa (default) or none")
     dsa_strategy: str = option(DEFAULT_STRATEGY, metavar="OPS", help="DSA transforms joined by _")

@@ -39,6 +39,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, DistillError
+from .gsam import GSAM, GSAMSettings
 from .numerics import autocast, check_precision
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -61,7 +62,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 LOSSES = ("ce", "kl", "soft_ce", "mse_gt")
 MIXES = ("none", "cutmix", "mixup")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "gsam")
 SCHEDULES = ("step", "cosine")
 
 
@@ -172,13 +173,15 @@ def train_model(
     schedule: str = "step",
     resume: dict | None = None,
     on_epoch_state: Callable[[dict], None] | None = None,
+    gsam: GSAMSettings | None = None,
 ) -> TrainResult:
     """SGD with momentum; lr x0.1 at each fraction of `decay_at` of the epochs (the papers' protocol:
     half the epochs). Images and labels must already be on the network's device. Shuffling and
     augmentation draw only from `generator`. `precision` "bf16": forward passes under bf16 autocast
     (numerics.py). `compile`, `channels_last`: see the module's doc. `objective`: soft-label
     training (teacher relabelling, KL / soft cross-entropy / MSE, cutmix / mixup; `Objective`).
-    `optimizer` "adamw": AdamW (lr, weight decay; momentum unused) instead of SGD; `schedule`
+    `optimizer` "adamw": AdamW (lr, weight decay; momentum unused) instead of SGD; "gsam": GSAM
+    around that SGD (`gsam.py`; its settings `gsam`, default DATM's), two passes per step; `schedule`
     "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2 per epoch instead of the steps at `decay_at`.
     `on_epoch_state(state)` receives after every epoch what `resume=state` needs to continue from
     there as if never stopped: the epochs done, the optimizer's state and the generator's state."""
@@ -186,7 +189,7 @@ def train_model(
         _OneNet(net, compile, channels_last, objective), images, labels, [generator], epochs=epochs, lr=lr,
         batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, decay_at=decay_at, aug=aug,
         progress=progress, desc=desc, on_epoch_end=on_epoch_end, precision=precision, objective=objective,
-        optimizer=optimizer, schedule=schedule, resume=resume, on_epoch_state=on_epoch_state,
+        optimizer=optimizer, schedule=schedule, resume=resume, on_epoch_state=on_epoch_state, gsam=gsam,
     )
     return res
 
@@ -355,6 +358,7 @@ def _train(
     schedule: str = "step",
     resume: dict | None = None,
     on_epoch_state: Callable[[dict], None] | None = None,
+    gsam: GSAMSettings | None = None,
 ) -> list[TrainResult]:
     """The loop. Network r's minibatches are drawn from `generators[r]` (a permutation per epoch,
     then one augmentation draw per minibatch); the summed per-network losses are minimized by one
@@ -368,6 +372,9 @@ def _train(
         opt = torch.optim.SGD(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     elif optimizer == "adamw":
         opt = torch.optim.AdamW(model.params, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "gsam":
+        opt = GSAM(model.params, lr=lr, momentum=momentum, weight_decay=weight_decay, settings=gsam,
+                   module=getattr(model, "net", None))
     else:
         raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
@@ -403,11 +410,21 @@ def _train(
                     y = (target, hard)
                 xs.append(x)
                 ys.append(y)
-            with autocast(images.device, precision):
-                losses = model.losses(xs, ys)
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            opt.step()
+            if isinstance(opt, GSAM):
+                def closure(xs=xs, ys=ys):
+                    opt.zero_grad(set_to_none=True)
+                    with autocast(images.device, precision):
+                        out = model.losses(xs, ys)
+                    out.sum().backward()
+                    return out
+
+                losses = opt.step(closure)
+            else:
+                with autocast(images.device, precision):
+                    losses = model.losses(xs, ys)
+                opt.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                opt.step()
             steps += 1
         final = losses.detach().cpu().tolist()
         for r, loss_val in enumerate(final):

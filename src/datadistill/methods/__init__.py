@@ -3,7 +3,7 @@
 Importing this package registers the built-in methods (each module's ``@register_method``) and the
 artifacts they define (``@register_artifact``): the families are ``distribution`` (DM),
 ``attention`` (DataDAM), ``gradient`` (DC, DSA), ``coreset`` (random, herding, k-center) and
-``trajectory`` (MTT, PAD, their expert store and curriculum)."""
+``trajectory`` (MTT, DATM, PAD, their expert store and curriculum)."""
 from .base import Distiller, ImageDistiller, initial_synset
 from .registry import available_methods, get_method, register_method
 

@@ -43,7 +43,11 @@ from ...errors import ConfigError, FormatError
 from ...fileio import atomic_path
 from .shards import check_manifest, verify_shard
 from ...nets import make_net, param_layout, variants_of
+from ...gsam import GSAMSettings
 from .difficulty import CURRICULA, Curriculum, ScoreSettings
+
+EXPERT_OPTIMIZERS = ("sgd", "gsam")
+SGD = {"kind": "sgd"}  # the manifest's optimizer entry of plain experts (absent in folders made before GSAM)
 
 
 FORMAT = "datadistill.experts"
@@ -74,6 +78,13 @@ class ExpertSettings:
     dsa_digit_rule: bool = option(True, help="drop flip on digit datasets (augment.strategy_for); "
                                              "--no-dsa-digit-rule: the strategy as given (the reference)")
     seed: int = option(0, help="seed (default 0); expert i depends only on it and i")
+    # the experts' optimizer: plain SGD (MTT's buffer.py) or GSAM around it (DATM's buffer_FTD.py)
+    optimizer: str = option("sgd", choices=EXPERT_OPTIMIZERS,
+                            help="sgd (default: MTT's experts) or gsam (sharpness-aware, as DATM's experts: "
+                                 "--rho, --gsam-alpha, --adaptive)")
+    rho: float = option(GSAMSettings.rho, help="gsam: perturbation radius (default 2.0, DATM's)")
+    gsam_alpha: float = option(GSAMSettings.alpha, help="gsam: weight of the orthogonal descent (default 0.4, DATM's)")
+    adaptive: bool = option(GSAMSettings.adaptive, help="gsam: perturbation scaled by the weights (default on, DATM's)")
     # PAD's data scheduler ("none": every epoch on the whole training split, as MTT); its settings'
     # defaults from Curriculum (one place for the authors' values)
     curriculum: str = option("none", choices=CURRICULA,
@@ -109,6 +120,15 @@ class ExpertSettings:
             raise ConfigError(f"experts: dsa_digit_rule must be true or false, got {self.dsa_digit_rule!r}")
         if not self.zca_eps > 0:
             raise ConfigError(f"experts: zca_eps must be > 0, got {self.zca_eps}")
+        if self.optimizer not in EXPERT_OPTIMIZERS:
+            raise ConfigError(f"experts: optimizer must be one of {', '.join(EXPERT_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "gsam":
+            if not self.rho > 0:
+                raise ConfigError(f"experts: rho must be > 0, got {self.rho}")
+            if not 0 <= self.gsam_alpha <= 1:
+                raise ConfigError(f"experts: gsam_alpha must be in [0, 1], got {self.gsam_alpha}")
+            if not isinstance(self.adaptive, bool):
+                raise ConfigError(f"experts: adaptive must be true or false, got {self.adaptive!r}")
         if self.curriculum not in CURRICULA:
             raise ConfigError(f"experts: curriculum must be one of {', '.join(CURRICULA)}, got {self.curriculum!r}")
         if self.curriculum != "none":
@@ -118,6 +138,10 @@ class ExpertSettings:
     def curriculum_settings(self) -> Curriculum:
         return Curriculum(self.init_ratio, self.add_end_epoch, self.rm_epoch_first, self.rm_easy_ratio_first,
                           self.rm_epoch_second, self.rm_easy_ratio_second)
+
+    def gsam_settings(self) -> GSAMSettings | None:
+        """GSAM's settings (None: plain SGD)."""
+        return GSAMSettings(self.rho, self.gsam_alpha, self.adaptive) if self.optimizer == "gsam" else None
 
     def score_settings(self) -> ScoreSettings:
         """EL2N scoring with the experts' network, batch size and seed."""
@@ -172,7 +196,9 @@ def identity_of(settings: ExpertSettings, spec: DatasetSpec, train_images: int) 
         "lr_decay": None,
         "batch_size": settings.batch_size,
         "seed": settings.seed,
-        # only with a curriculum, so folders of plain (MTT) experts keep their identity and fingerprint
+        # only with GSAM or a curriculum, so folders of plain (MTT) experts keep their identity and fingerprint
+        **({"optimizer": {"kind": "gsam", "rho": settings.rho, "alpha": settings.gsam_alpha,
+                          "adaptive": settings.adaptive}} if settings.optimizer == "gsam" else {}),
         **({"curriculum": {"kind": settings.curriculum, **asdict(settings.curriculum_settings())}}
            if settings.curriculum != "none" else {}),
     }

@@ -26,8 +26,10 @@ minibatches are consecutive chunks of a random permutation of the set, a new per
 is used up. One difference: the expert is drawn uniformly at random each iteration (the code
 walks through a shuffled list of experts).
 
-PAD (`pad.py`) is this method with three hooks overridden: `unroll_labels` (learned soft labels),
-`optimizers` (their optimizer too) and `match_loss` (the loss on a subset of the parameters).
+DATM (`datm.py`) and PAD (`pad.py`) are this method with hooks overridden: `start_bounds` (DATM's
+growing range of start epochs), `accept` (DATM's skipped update above a loss threshold),
+`unroll_labels` and `optimizers` (learned soft labels, `labels.py`) and `match_loss` (PAD: the loss
+on a subset of the parameters).
 """
 from __future__ import annotations
 
@@ -343,11 +345,21 @@ class TrajectoryMatching(ImageDistiller):
         return [self.unroll_note] if self.unroll_note else []
 
     # -- one iteration ------------------------------------------------------------------
-    def plan(self) -> UnrollPlan:
+    def start_bounds(self, it: int) -> tuple[int, int]:
+        """The start epochs iteration `it` draws from: uniform in {lo, ..., hi - 1} (MTT: 0 and
+        max_start_epoch; DATM's growing range overrides it)."""
+        return 0, self.opts.max_start_epoch
+
+    def accept(self, loss: Tensor) -> bool:
+        """Whether this iteration's update is applied (DATM's threshold skip overrides it)."""
+        return True
+
+    def plan(self, it: int) -> UnrollPlan:
         """Draw the expert, the start epoch, the minibatches and their DSA values from the run generator."""
         o = self.opts
         expert = int(torch.randint(self.experts.num_experts, (1,), generator=self.gen))
-        start_epoch = int(torch.randint(o.max_start_epoch, (1,), generator=self.gen))
+        lo, hi = self.start_bounds(it)
+        start_epoch = int(torch.randint(lo, hi, (1,), generator=self.gen))
         n = len(self.images)
         chunks: list[Tensor] = []
         batches: list[Tensor] = []
@@ -373,7 +385,7 @@ class TrajectoryMatching(ImageDistiller):
         return trajectory_loss(end, start, target)
 
     def loss(self, it: int) -> Tensor:
-        p = self.plan()
+        p = self.plan(it)
         self.last = p
         start = self.experts.params(p.expert, p.start_epoch, self.device)
         target = self.experts.params(p.expert, p.start_epoch + self.opts.expert_epochs, self.device)
@@ -387,14 +399,19 @@ class TrajectoryMatching(ImageDistiller):
         loss = self.loss(it)
         check_finite(loss, it, f"lower lr_img (now {self.cfg.lr_img}) or lr_lr (now {self.opts.lr_lr})")
         loss.backward()
-        for opt in self.optimizers():
-            opt.step()
+        update = self.accept(loss)
+        if update:
+            for opt in self.optimizers():
+                opt.step()
         lr = float(self.syn_lr.detach())
         if not (math.isfinite(lr) and lr > 0):
             raise DivergedError(
                 f"the learned step size became {lr} at iteration {it}; lower lr_lr (now {self.opts.lr_lr})."
             )
-        return {"loss": float(loss.detach()), "lr": lr, "expert": self.last.expert, "start_epoch": self.last.start_epoch}
+        rec = {"loss": float(loss.detach()), "lr": lr, "expert": self.last.expert, "start_epoch": self.last.start_epoch}
+        if not update:
+            rec["skipped"] = 1
+        return rec
 
     # -- set and state ------------------------------------------------------------------
     def synthetic_set(self) -> SyntheticSet:

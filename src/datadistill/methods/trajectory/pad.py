@@ -19,17 +19,26 @@ misaligned information in both of its stages.
    run over the kept entries only (`trajectory_loss(..., keep=mask)`).
 
 Soft labels (``soft_labels=true``), as in the trajectory-matching line PAD builds on (DATM,
-Guo et al., ICLR 2024): the labels are logits, initialized from one expert's outputs on the
-starting images (expert `label_expert` at epoch `label_epoch`, -1 = its last), and learned with
-the images by SGD (`lr_y`, momentum `momentum_y`). The student trains on softmax(logits) with the
-soft cross-entropy; the SyntheticSet stores softmax(logits) as its (N, K) label matrix, and
+Guo et al., ICLR 2024; `datm.py`, `labels.py`): the labels are logits learned with the images by
+SGD (`lr_y`, momentum `momentum_y`). The student trains on softmax(logits) with the soft
+cross-entropy; the SyntheticSet stores softmax(logits) as its (N, K) label matrix, and
 evaluation's `classification_loss` trains on it, which is the authors' ``SoftCrossEntropy`` on the
 logits. The checkpoint keeps the logits themselves.
 
-Not carried over from the authors' code (DATM's parts, not PAD's): the skipped update when the
-loss exceeds a threshold, the growing start-epoch range ("sequential generation"), initializing
-from correctly classified real images with labels averaged over experts, and sharpness-aware
-(GSAM) expert training.
+Two variants (``variant``, named in the run's config.yaml with the other method options):
+
+- ``paper`` (default): the paper's description. Start epochs uniform in {0, ..., max_start_epoch
+  - 1} as MTT, every update applied, the run's starting images (``--init``), and the soft labels
+  initialized from one expert's logits (expert `label_expert` at epoch `label_epoch`, -1 = its
+  last). DATM's options (min_start_epoch, current_max_start_epoch, expansion_end_epoch,
+  sequential_generation, threshold, image_init, label_init) are not used.
+- ``code``: the released code (``distill/PAD.py``, ``PAD_depth.py``), which runs DATM underneath:
+  DATM's growing start-epoch range, its threshold skip, its starting images that the experts
+  classify correctly and its labels averaged over the experts (each as DATM's option says), with
+  PAD's parameter selection on top.
+
+Not carried over from the authors' code: nothing of DATM's parts now; their experts' GSAM training
+is `datadistill experts --optimizer gsam` (the experts folder, not this method).
 """
 from __future__ import annotations
 
@@ -39,12 +48,14 @@ import torch
 from torch import Tensor
 
 from ...errors import ConfigError
-from ...nets import ParamSlot, functional_forward, param_layout
+from ...nets import ParamSlot, param_layout
 from ...synset import SyntheticSet
 from ..registry import register_method
-from .mtt import MTTOptions, TrajectoryMatching, trajectory_loss
+from .datm import DATM, DATMOptions
+from .mtt import trajectory_loss
 
 SELECTIONS = ("depth", "loss")
+VARIANTS = ("paper", "code")
 
 
 # ------------------------------------------------------------------------------ pure functions
@@ -74,36 +85,37 @@ def kept_per_tensor(layout: list[ParamSlot], keep: Tensor) -> list[tuple[str, in
 
 # ------------------------------------------------------------------------------ the method
 @dataclass
-class PADOptions(MTTOptions):
-    """MTT's options plus PAD's (defaults: alpha 0 and no soft labels, i.e. plain MTT matching;
-    the presets in presets/pad.yaml set the paper's values)."""
+class PADOptions(DATMOptions):
+    """DATM's options plus PAD's (defaults: alpha 0, no soft labels, the paper variant, i.e. plain
+    MTT matching; the presets in presets/pad.yaml set the paper's values)."""
 
     alpha: float = 0.0  # fraction of the parameters left out of the matching loss
     selection: str = "depth"  # depth (the paper: shallow ones) | loss (the released code: smallest error)
     soft_labels: bool = False  # learn soft labels (logits) with the images
-    lr_y: float = 2.0  # SGD learning rate of the label logits (the authors' lr_y)
-    momentum_y: float = 0.9  # SGD momentum of the label logits (the authors' Momentum_y)
-    label_expert: int = 0  # which expert initializes the label logits
-    label_epoch: int = -1  # at which epoch of it (-1: its last)
     require_curriculum: bool = True  # refuse experts trained without the data scheduler
+    variant: str = "paper"  # paper: as the paper describes it | code: as the released code runs it (DATM's parts on)
+
+    @classmethod
+    def method_name(cls) -> str:
+        return "pad"
+
+    def datm_parts(self) -> bool:
+        return self.variant == "code"
 
     def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"pad option variant must be {' or '.join(VARIANTS)}, got {self.variant!r}")
         super().validate()
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha < 1:
             raise ConfigError(f"pad option alpha must be in [0, 1), got {self.alpha!r}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"pad option selection must be {' or '.join(SELECTIONS)}, got {self.selection!r}")
-        for name in ("soft_labels", "require_curriculum"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"pad option {name} must be true or false, got {getattr(self, name)!r}")
-        if not self.lr_y >= 0:
-            raise ConfigError(f"pad option lr_y must be >= 0, got {self.lr_y}")
-        if not 0 <= self.momentum_y < 1:
-            raise ConfigError(f"pad option momentum_y must be in [0, 1), got {self.momentum_y}")
+        if not isinstance(self.require_curriculum, bool):
+            raise ConfigError(f"pad option require_curriculum must be true or false, got {self.require_curriculum!r}")
 
 
 @register_method("pad")
-class PAD(TrajectoryMatching):
+class PAD(DATM):
     Options = PADOptions
 
     @classmethod
@@ -127,48 +139,19 @@ class PAD(TrajectoryMatching):
         self.num_params = sum(s.numel for s in self.layout)
         self.depth_keep = (depth_keep_mask(self.num_params, o.alpha, device)
                            if o.selection == "depth" and o.alpha > 0 else None)
-        self.label_epoch = o.label_epoch if o.label_epoch >= 0 else self.experts.epochs + 1 + o.label_epoch
-        if o.soft_labels:
-            if not 0 <= o.label_expert < self.experts.num_experts:
-                raise ConfigError(f"pad option label_expert is {o.label_expert}; the experts in {cfg.experts} are "
-                                  f"0..{self.experts.num_experts - 1}")
-            if not 0 <= self.label_epoch <= self.experts.epochs:
-                raise ConfigError(f"pad option label_epoch is {o.label_epoch}; the experts have epochs "
-                                  f"0..{self.experts.epochs} (-1: the last)")
 
     def init(self, syn: SyntheticSet) -> None:
         super().init(syn)
         o = self.opts
         self.meta["pad"] = {
-            "selection": o.selection, "alpha": o.alpha,
+            "variant": o.variant, "selection": o.selection, "alpha": o.alpha,
             "kept_parameters": int(self.num_params - int(o.alpha * self.num_params)), "parameters": self.num_params,
             "experts_curriculum": (self.curriculum or {}).get("kind", "none"),
         }
-        self.label_logits = None
-        if o.soft_labels:
-            self.label_logits = self.expert_logits(self.images.detach()).requires_grad_(True)
-            self.opt_y = torch.optim.SGD([self.label_logits], lr=o.lr_y, momentum=o.momentum_y)
-            self.meta["soft_labels"] = (f"softmax of logits learned with the images, initialized from expert "
-                                        f"{o.label_expert} at epoch {self.label_epoch}")
+        if not self.datm_parts():
+            self.meta.pop("datm", None)
 
-    @torch.no_grad()
-    def expert_logits(self, images: Tensor, chunk: int = 500) -> Tensor:
-        """The label-initializing expert's logits on `images` (network in eval mode)."""
-        w = self.experts.params(self.opts.label_expert, self.label_epoch, self.device)
-        self.net.eval()
-        try:
-            out = torch.cat([functional_forward(self.net, w, images[s : s + chunk]) for s in range(0, len(images), chunk)])
-        finally:
-            self.net.train()
-        return out.detach().float().clone()
-
-    # -- the hooks of TrajectoryMatching -------------------------------------------------
-    def unroll_labels(self) -> Tensor:
-        return torch.softmax(self.label_logits, dim=1) if self.label_logits is not None else self.labels
-
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return super().optimizers() + ([self.opt_y] if self.label_logits is not None else [])
-
+    # -- the hook of TrajectoryMatching ------------------------------------------------
     def keep_mask(self, end: Tensor, target: Tensor) -> Tensor | None:
         """The entries the loss uses this iteration (None: all of them)."""
         o = self.opts
@@ -180,23 +163,3 @@ class PAD(TrajectoryMatching):
 
     def match_loss(self, end: Tensor, start: Tensor, target: Tensor) -> Tensor:
         return trajectory_loss(end, start, target, self.keep_mask(end, target))
-
-    # -- set and state ------------------------------------------------------------------
-    def synthetic_set(self) -> SyntheticSet:
-        syn = super().synthetic_set()
-        if self.label_logits is not None:
-            syn.labels = torch.softmax(self.label_logits.detach(), dim=1).clone()
-        return syn
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        if self.label_logits is not None:
-            state.update(label_logits=self.label_logits.detach().cpu().clone(), opt_y=self.opt_y.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        if self.label_logits is not None:
-            with torch.no_grad():
-                self.label_logits.copy_(state["label_logits"].to(self.device))
-            self.opt_y.load_state_dict(state["opt_y"])

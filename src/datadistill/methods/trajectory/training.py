@@ -2,7 +2,10 @@
 
 Training follows the authors' ``buffer.py``: SGD with lr_teacher 0.01, no momentum, no weight
 decay, no lr decay, batch 256, DSA augmentation with per-sample random values (one transform per
-batch, as their ``DiffAugment`` in mode 'S'), ConvNet. It goes through the one training loop,
+batch, as their ``DiffAugment`` in mode 'S'), ConvNet. ``optimizer="gsam"`` (`datadistill experts
+--optimizer gsam`) wraps that SGD in GSAM (`gsam.py`), as DATM's ``buffer_FTD.py`` trains its
+experts; the manifest's ``optimizer`` entry says which (and GSAM's settings, part of the folder's
+identity; a folder without the entry holds SGD experts). It goes through the one training loop,
 `train.train_model`, with an `on_epoch_end` callback that records the parameters.
 
 Each shard is written atomically, then the manifest is rewritten atomically. Running again on the
@@ -68,6 +71,7 @@ from .experts import (
     FORMAT_VERSION,
     MANIFEST,
     SCORES_FILE,
+    SGD,
     SHARD_FORMAT,
     ZCA_FILE,
     ExpertSettings,
@@ -155,10 +159,12 @@ def _curriculum_diff(theirs: Any, mine: Any) -> str:
 def _check_same_experts(existing: dict, identity: dict, out: Path, with_scores: bool) -> None:
     """Raise ConfigError naming every difference between the folder's experts and the asked ones.
     `with_scores` False leaves the curriculum's scores and schedule out (they are known later)."""
-    keys = list(identity) + (["curriculum"] if "curriculum" in existing and "curriculum" not in identity else [])
+    keys = list(identity) + [k for k in ("curriculum", "optimizer") if k in existing and k not in identity]
     diffs = []
     for k in keys:
         mine, theirs = jsonable(identity.get(k)), existing.get(k)
+        if k == "optimizer":
+            mine, theirs = mine or SGD, theirs or SGD
         if k == "curriculum":
             if not with_scores:
                 mine = {a: b for a, b in mine.items() if a not in ("scores", "schedule")} if mine else mine
@@ -166,7 +172,7 @@ def _check_same_experts(existing: dict, identity: dict, out: Path, with_scores: 
             if mine != theirs:
                 diffs.append(_curriculum_diff(theirs, mine))
         elif mine != theirs:
-            diffs.append(f"{k}: folder {theirs!r}, asked {identity[k]!r}")
+            diffs.append(f"{k}: folder {theirs!r}, asked {identity.get(k, mine)!r}")
     if diffs:
         raise ConfigError(
             f"{out} holds experts trained with other settings ({'; '.join(diffs)}); use another --out, "
@@ -252,6 +258,7 @@ def _prepare_folder(settings: ExpertSettings, out: Path, data: DatasetSplits, id
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
         "fingerprint": fingerprint,
+        "optimizer": SGD,
         **jsonable(identity),
         "num_params": sum(p.numel() for p in probe.parameters()),
         "param_layout": [[s.name, list(s.shape)] for s in param_layout(probe)],
@@ -323,7 +330,7 @@ def train_experts(
                        **settings.model_args).to(dev)
         checkpoints = [flat_params(net).float().cpu()]
         kw = dict(lr=settings.lr_teacher, generator=g, batch_size=settings.batch_size, momentum=0.0, weight_decay=0.0,
-                  decay_at=(), aug=aug, progress=progress,
+                  decay_at=(), aug=aug, progress=progress, optimizer=settings.optimizer, gsam=settings.gsam_settings(),
                   on_epoch_end=lambda ep, n: checkpoints.append(flat_params(n).float().cpu()))
         if orders is None:
             seconds = train_model(net, x, y, epochs=settings.epochs, desc=f"expert {i}", **kw).seconds
