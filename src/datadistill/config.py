@@ -19,6 +19,7 @@ from .typed import build
 
 PRESETS = ("quick", "paper")
 INITS = ("real", "noise")
+RELABEL_MODES = ("stored", "teacher")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING, **flag: Any):
@@ -133,6 +134,10 @@ class DistillConfig:
     precision: str = option("fp32", choices=("fp32", "bf16"),
                             help="fp32 (default) or bf16: autocast of the loss's forward passes (dm, datadam) or of the "
                                  "first-order parts (dc, dsa: real-batch gradients, inner loop)")
+    relabel: str = option("stored", choices=RELABEL_MODES,
+                          help="with a teacher (--teacher DIR): stored (default: the teacher's soft labels saved with "
+                               "the set, per image, or per region for rded) or teacher (hard labels saved; the "
+                               "evaluation relabels every batch with the teacher)")
     eval: EvalConfig = field(default_factory=EvalConfig)
     sources: list[str] = field(default_factory=list)  # where the preset values come from
 
@@ -179,6 +184,8 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
     if cfg.init not in INITS:
         raise ConfigError(f"unknown init {cfg.init!r}; choose 'real' or 'noise'")
+    if cfg.relabel not in RELABEL_MODES:
+        raise ConfigError(f"unknown relabel {cfg.relabel!r}; choose 'stored' or 'teacher'")
     if not isinstance(cfg.ipc, int) or cfg.ipc < 1:
         raise ConfigError(f"ipc must be a positive integer, got {cfg.ipc!r}")
     if cfg.iterations < 0:

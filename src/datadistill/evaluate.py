@@ -233,6 +233,7 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
         images, labels = syn.images, syn.labels
     if p.labels == "hard" and labels.ndim == 2:
         labels = labels.argmax(1)
+    p = _with_recorded_teacher(p, syn)
     objective = _objective(p, syn, spec, resolve_device(device)) if p.soft else None
     lr = lr if lr is not None else (set_lr if set_lr is not None else DEFAULT_LR)
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
@@ -312,6 +313,20 @@ def _objective(p: EvalConfig, syn, spec, device: torch.device) -> Objective:
         teacher = art.network(device)
     return Objective(loss=p.loss, temperature=p.temperature, teacher=teacher, mix=p.mix, mix_beta=p.mix_beta,
                      ce_weight=p.ce_weight, num_classes=spec.num_classes)
+
+
+def _with_recorded_teacher(p: EvalConfig, syn) -> EvalConfig:
+    """`p` with teacher labels when its labels are the set's own (auto) and the set records that its
+    labels are a teacher's made on the fly (``meta["labels"]["mode"] == "teacher"``, written by the
+    relabelling of SRe2L, RDED and the coresets; `--teacher DIR` overrides the recorded folder)."""
+    rec = syn.meta.get("labels") if isinstance(syn, SyntheticSet) else None
+    if p.labels != "auto" or not isinstance(rec, dict) or rec.get("mode") != "teacher":
+        return p
+    folder = p.teacher or rec.get("teacher")
+    if not folder:
+        raise ConfigError("the set's labels are a teacher's made on the fly, but it names no teacher folder; give "
+                          "--teacher DIR")
+    return replace(p, labels="teacher", teacher=str(folder))
 
 
 def _choose_lr(syn, p: EvalConfig, model: str, grid: list[float], *, val: ImageData, data_root, device, seed: int,

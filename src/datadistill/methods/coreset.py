@@ -122,6 +122,7 @@ class CoresetDistiller(Distiller):
     """A Distiller that selects real training images in `init` and has no outer iterations."""
 
     learns_images = False
+    accepts = ("teacher",)  # given one, the run relabels the selection with it (decoupled/relabel.py)
 
     def __init__(self, cfg, data, device, artifacts=None):
         super().__init__(cfg, data, device, artifacts)
