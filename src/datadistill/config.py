@@ -6,6 +6,7 @@ dataclass defaults < the preset's rules (``presets/<method>.yaml``) < what the u
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -279,14 +280,17 @@ def load_preset_rules(method: str) -> dict:
 
 
 def rule_matches(match: dict | None, dataset: str, ipc: int) -> bool:
-    """Whether a preset rule's ``match`` (dataset name(s), IPC(s); absent: always) fits."""
+    """Whether a preset rule's ``match`` (dataset name(s), IPC(s); absent: always) fits. A dataset
+    pattern with ``*`` matches like a shell glob, case-insensitively (``folder:*imagenet*``: a folder
+    dataset whose path names ImageNet)."""
     if not match:
         return True
     if "dataset" in match:
         want = match["dataset"]
         want = want if isinstance(want, list) else [want]
         base = dataset.split(":", 1)[0]
-        if dataset not in want and base not in want:
+        if dataset not in want and base not in want and not any(
+                any(ch in str(w) for ch in "*?[") and fnmatch.fnmatch(dataset.lower(), str(w).lower()) for w in want):
             return False
     if "ipc" in match:
         want = match["ipc"]

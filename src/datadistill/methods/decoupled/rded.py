@@ -102,6 +102,9 @@ class RDED(Distiller):
             raise ConfigError(f"rded makes {o.classes_per_step} class(es) per iteration: {k} classes need "
                               f"--iterations {steps}, got {cfg.iterations}")
         need = cfg.ipc * self.factor ** 2
+        if o.mipc < need:
+            raise ConfigError(f"rded keeps ipc x factor^2 = {need} patches per class from mipc = {o.mipc} candidates; "
+                              f"use --opt mipc={need} or more")
         counts = self.train.class_counts()
         if min(counts) < need:
             c = counts.index(min(counts))
