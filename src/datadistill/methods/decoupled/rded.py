@@ -22,7 +22,8 @@ which crop box the patch came from.
 
 One outer iteration handles `classes_per_step` classes (their classes are split over the
 processes under torchrun, and the finished images gathered), so the run's checkpoints make it
-resumable class by class; the run's iterations must be ceil(classes / classes_per_step).
+resumable class by class; the run's iterations must be ceil(classes / classes_per_step) (or 0: the
+starting set as it is).
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ class RDED(Distiller):
         self.factor = o.factor or auto_factor(self.spec.im_size)
         k = self.spec.num_classes
         steps = math.ceil(k / o.classes_per_step)
-        if cfg.iterations != steps:
+        if cfg.iterations not in (0, steps):  # 0: the starting set, nothing made
             raise ConfigError(f"rded makes {o.classes_per_step} class(es) per iteration: {k} classes need "
                               f"--iterations {steps}, got {cfg.iterations}")
         need = cfg.ipc * self.factor ** 2
