@@ -10,7 +10,7 @@ from torch import nn
 from conftest import TINY_NET
 from datadistill.config import resolve_config
 from datadistill.errors import ConfigError
-from datadistill.evaluate import _with_recorded_teacher
+from datadistill.evaluate import _with_recorded_teacher, made_for
 from datadistill.methods.decoupled.crops import crop_resize, pad_to, region_boxes, stitch
 from datadistill.methods.decoupled.rded import RDED, crop_scores, select_patches
 from datadistill.methods.decoupled.relabel import relabel, teacher_probs
@@ -187,6 +187,8 @@ def test_relabelling_stores_the_teachers_distributions(tiny):
     assert out.meta["labels"]["mode"] == "stored" and out.meta["labels"]["teacher"] == "T"
     assert out.meta["labels"]["stored_bytes"] == 6 * 3 * 4
     assert torch.equal(out.images, images)
+    assert torch.equal(made_for(out), torch.tensor([0, 0, 1, 1, 2, 2]))  # hard-label evaluation: the classes
+    assert not torch.equal(out.hard_labels, made_for(out))  # which this teacher's arg-max is not
 
 
 def test_region_labels_are_the_teachers_on_each_region_weighted_by_area(tiny):

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a named protocol (presets/protocols/*.yaml, each with its source); flags given override it")
     p.add_argument("--teacher", default=None, metavar="DIR", help="teacher folder for --labels teacher")
     p.add_argument("--labels", choices=["auto", "hard", "teacher"], default=None,
-                   help="auto (the set's own), hard (arg-max of soft labels) or teacher (every batch relabelled)")
+                   help="auto (the set's own), hard (the classes the images were made for, else the arg-max of "
+                        "soft labels) or teacher (every batch relabelled)")
     p.add_argument("--loss", choices=["ce", "kl", "soft_ce", "mse_gt"], default=None, help="the student's loss")
     p.add_argument("--temperature", type=float, default=None, help="temperature of kl / soft_ce (default 1)")
     p.add_argument("--mix", choices=["none", "cutmix", "mixup"], default=None, help="batch mixing")

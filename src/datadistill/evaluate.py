@@ -162,7 +162,8 @@ def evaluate(
     the teacher in `protocol.teacher` (a `datadistill teacher` folder); `loss` kl / soft_ce / mse_gt
     with `temperature` (`train.soft_label_loss`); `mix` cutmix / mixup; `optimizer` adamw and
     `schedule` cosine for the SRe2L/RDED-style student. Those runs train one after another.
-    `labels="hard"` evaluates a soft-labelled set with the arg-max of its labels.
+    `labels="hard"` evaluates a soft-labelled set with hard labels: the class each image was made
+    for where the set records it (a teacher's relabelling does, `made_for`), else the arg-max.
 
     `protocol.lr_grid`: when the set carries no learned lr and `lr` is not given, one network per
     grid value trains on the set and is tested on the validation split `val` (loaded when not given;
@@ -232,7 +233,7 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     else:
         images, labels = syn.images, syn.labels
     if p.labels == "hard" and labels.ndim == 2:
-        labels = labels.argmax(1)
+        labels = made_for(syn) if isinstance(syn, SyntheticSet) else labels.argmax(1)
     p = _with_recorded_teacher(p, syn)
     objective = _objective(p, syn, spec, resolve_device(device)) if p.soft else None
     lr = lr if lr is not None else (set_lr if set_lr is not None else DEFAULT_LR)
@@ -313,6 +314,18 @@ def _objective(p: EvalConfig, syn, spec, device: torch.device) -> Objective:
         teacher = art.network(device)
     return Objective(loss=p.loss, temperature=p.temperature, teacher=teacher, mix=p.mix, mix_beta=p.mix_beta,
                      ce_weight=p.ce_weight, num_classes=spec.num_classes)
+
+
+def made_for(syn: SyntheticSet) -> torch.Tensor:
+    """The hard label of each image: the class it was made for where its relabelling recorded it
+    (``meta["labels"]["classes"]``: a teacher's distribution may put another class first), else the
+    arg-max of its labels."""
+    rec = syn.meta.get("labels")
+    classes = rec.get("classes") if isinstance(rec, dict) else None
+    if isinstance(classes, list) and len(classes) == len(syn) and all(
+            isinstance(c, int) and 0 <= c < syn.spec.num_classes for c in classes):
+        return torch.tensor(classes, dtype=torch.long, device=syn.labels.device)
+    return syn.hard_labels
 
 
 def _with_recorded_teacher(p: EvalConfig, syn) -> EvalConfig:

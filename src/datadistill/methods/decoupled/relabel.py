@@ -15,7 +15,8 @@ was given, in one of two modes (``cfg.relabel``):
   (the evaluation issue's relabel mode; what SRe2L's and RDED's own evaluations do).
 
 Either way the set's metadata ``labels`` says which, which teacher (folder and fingerprint), and
-what the stored labels cost in bytes (float32; ImageNet-1K at IPC 50 with 1,000 classes: 200 MB
+(stored) the class each image was made for, which hard-label evaluation uses (the teacher's
+distribution may put another class first), and what the stored labels cost in bytes (float32; ImageNet-1K at IPC 50 with 1,000 classes: 200 MB
 per image-level copy, times R per region; the papers' FKD files store one copy per crop and epoch,
 which is what reaches 100+ GB).
 """
@@ -75,6 +76,7 @@ def relabel(syn: SyntheticSet, teacher: torch.nn.Module | None, mode: str = "sto
         labels = teacher_probs(teacher, images, chunk).cpu()
         record.update(granularity="image")
     record["stored_bytes"] = 4 * (labels.numel() + (regions.numel() if regions is not None else 0))
+    record["classes"] = hard.cpu().tolist()  # what each image was made for (evaluate's labels hard)
     record["teacher_agreement"] = float((labels.argmax(1) == hard.cpu()).float().mean())
     meta["labels"] = record
     return SyntheticSet(syn.images, labels, syn.spec, syn.lr, syn.zca, meta, regions)
