@@ -308,6 +308,11 @@ def cmd_distill(a: argparse.Namespace) -> int:
         return 0
     print(f"synthetic set: {out / 'synset.safetensors'} ({len(res.synset)} images); "
           f"distillation {res.distill_seconds:.0f} s, peak memory {res.peak_memory_mb:.0f} MiB")
+    labels = res.synset.meta.get("labels")
+    if isinstance(labels, dict) and labels.get("source") == "teacher":  # relabelled by a teacher (--teacher DIR)
+        how = (f"stored per {labels['granularity']}, {labels['stored_bytes']:,} bytes" if labels["mode"] == "stored"
+               else "made on the fly by the teacher at evaluation (none stored)")
+        print(f"soft labels of {labels['teacher']}: {how}")
     for ev_res in res.evals:
         print(f"test accuracy {ev_res.summary()}")
     return 0
