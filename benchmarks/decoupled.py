@@ -166,7 +166,8 @@ def summarize(dest: Path) -> str:
     evals = {(r["dataset"], r["method"], r["ipc"], r["protocol"]): r for r in rows if r["job"] == "eval"
              and "accuracy" in r}
     teachers = {r["dataset"]: r for r in rows if r["job"] == "teacher"}
-    lines = ["| dataset | IPC | set | soft labels (teacher, KL, cutmix) | hard labels | distil s | peak MiB | stored labels |",
+    lines = ["| dataset | IPC | set | soft labels (teacher, KL, cutmix) | hard labels | distil s | peak MiB "
+             "| stored labels |",
              "|---|---|---|---|---|---|---|---|"]
     for (d, m, ipc) in sorted({k[:3] for k in evals}, key=lambda k: (k[0], k[2], list(LABEL).index(k[1]))):
         def acc(p):

@@ -278,3 +278,21 @@ def test_same_seed_same_set_other_seed_other_set(method, tiny, tiny_teacher):
 
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_relabelling_again_asks_the_teacher_only_about_changed_images(tiny):
+    calls = []
+
+    class Counting(StandIn):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    images = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    first = relabel(SyntheticSet(images, torch.tensor([0, 0, 1, 1, 2, 2]), tiny.spec), Counting(), "stored")
+    changed = images.clone()
+    changed[4:] += 1.0
+    again = relabel(SyntheticSet(changed, torch.tensor([0, 0, 1, 1, 2, 2]), tiny.spec), Counting(), "stored",
+                    previous=first)
+    assert calls == [6, 2]
+    assert torch.allclose(again.labels, torch.softmax(StandIn()(changed), 1))

@@ -5,8 +5,8 @@ normalized (and, if used, ZCA-whitened) space; ``labels`` (N,) int64 or (N, K) f
 optionally ``lr`` (scalar, a learned learning rate), ``zca_mean`` / ``zca_transform`` /
 ``zca_inverse``, and ``region_labels`` (N, R, K) float32: soft labels of the R regions of each image
 (RDED's stitched images; ``labels`` then holds their area-weighted mixture, and the metadata's
-``labels`` record says where the regions lie). The safetensors metadata holds ``format`` = ``datadistill.synset``, the format
-version, the dataset spec and the run metadata as JSON.
+``regions`` say where the regions lie). The safetensors metadata holds ``format`` =
+``datadistill.synset``, the format version, the dataset spec and the run metadata as JSON.
 """
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ was given, in one of two modes (``cfg.relabel``):
 
 Either way the set's metadata ``labels`` says which, which teacher (folder and fingerprint), and
 (stored) the class each image was made for, which hard-label evaluation uses (the teacher's
-distribution may put another class first), and what the stored labels cost in bytes (float32; ImageNet-1K at IPC 50 with 1,000 classes: 200 MB
-per image-level copy, times R per region; the papers' FKD files store one copy per crop and epoch,
-which is what reaches 100+ GB).
+distribution may put another class first), and what the stored labels cost in bytes (float32;
+ImageNet-1K at IPC 50 with 1,000 classes: 200 MB per image-level copy, times R per region; the
+papers' FKD files store one copy per crop and epoch, which is what reaches 100+ GB).
 """
 from __future__ import annotations
 
@@ -45,10 +45,12 @@ def region_probs(teacher: torch.nn.Module, images: torch.Tensor, boxes: list[Box
 
 
 def relabel(syn: SyntheticSet, teacher: torch.nn.Module | None, mode: str = "stored", *,
-            about: dict[str, Any] | None = None, chunk: int = 256) -> SyntheticSet:
+            about: dict[str, Any] | None = None, chunk: int = 256,
+            previous: SyntheticSet | None = None) -> SyntheticSet:
     """`syn` with the teacher's labels (`mode`, see the module doc; mode "teacher" needs no network);
     `about` (the teacher's folder and fingerprint) is recorded in ``meta["labels"]``. Images are
-    untouched."""
+    untouched. `previous`: an earlier result of the same relabelling, whose labels are kept for
+    the images that have not changed since (RDED's checkpoints add one class at a time)."""
     if mode not in MODES:
         raise ConfigError(f"unknown relabel mode {mode!r}; choose 'stored' or 'teacher'")
     if syn.zca is not None:
@@ -65,21 +67,39 @@ def relabel(syn: SyntheticSet, teacher: torch.nn.Module | None, mode: str = "sto
     if teacher is None:
         raise ConfigError("stored soft labels need the teacher network")
     device = next(teacher.parameters()).device
-    images = syn.images.detach().to(device)
-    regions = None
-    if len(boxes) > 1:
-        regions = region_probs(teacher, images, boxes, chunk).cpu()
+    per_region = len(boxes) > 1
+    images = syn.images.detach().cpu()
+    kept = _kept_rows(previous, images, per_region)
+    per = (kept if kept is not None else torch.empty(len(syn), len(boxes) if per_region else 1, syn.spec.num_classes))
+    todo = (torch.arange(len(syn)) if kept is None
+            else torch.nonzero(~(previous.images.cpu() == images).flatten(1).all(1)).flatten())
+    if todo.numel():
+        x = images[todo].to(device)
+        fresh = region_probs(teacher, x, boxes, chunk) if per_region else teacher_probs(teacher, x, chunk)[:, None]
+        per[todo] = fresh.cpu()
+    if per_region:
         areas = torch.tensor([float(b[2] * b[3]) for b in boxes])
-        labels = (regions * (areas / areas.sum())[None, :, None]).sum(1)
+        labels = (per * (areas / areas.sum())[None, :, None]).sum(1)
         record.update(granularity="region", regions=len(boxes))
     else:
-        labels = teacher_probs(teacher, images, chunk).cpu()
+        labels = per[:, 0]
         record.update(granularity="image")
+    regions = per if per_region else None
     record["stored_bytes"] = 4 * (labels.numel() + (regions.numel() if regions is not None else 0))
     record["classes"] = hard.cpu().tolist()  # what each image was made for (evaluate's labels hard)
     record["teacher_agreement"] = float((labels.argmax(1) == hard.cpu()).float().mean())
     meta["labels"] = record
     return SyntheticSet(syn.images, labels, syn.spec, syn.lr, syn.zca, meta, regions)
+
+
+def _kept_rows(previous: SyntheticSet | None, images: torch.Tensor, per_region: bool) -> torch.Tensor | None:
+    """The per-row label tensor (N, R, K) of `previous` to start from, a copy; None when it does
+    not fit (no previous result, other images' shape, or other granularity)."""
+    if previous is None or not previous.soft or tuple(previous.images.shape) != tuple(images.shape):
+        return None
+    if per_region:
+        return None if previous.region_labels is None else previous.region_labels.detach().cpu().clone()
+    return None if previous.region_labels is not None else previous.labels.detach().cpu()[:, None].clone()
 
 
 class Relabeller:
@@ -91,6 +111,7 @@ class Relabeller:
         self.mode = mode
         self.about = {"teacher": str(artifact.directory), "teacher_fingerprint": artifact.fingerprint}
         self.net = artifact.network(device) if mode == "stored" else None
+        self.last: SyntheticSet | None = None
 
     @classmethod
     def for_run(cls, cfg, artifacts: dict, device: torch.device) -> "Relabeller | None":
@@ -103,4 +124,6 @@ class Relabeller:
         return cls(art, cfg.relabel, device)
 
     def __call__(self, syn: SyntheticSet) -> SyntheticSet:
-        return relabel(syn, self.net, self.mode, about=self.about)
+        """`syn` relabelled; the teacher sees only the images that changed since the last call."""
+        self.last = relabel(syn, self.net, self.mode, about=self.about, previous=self.last)
+        return self.last
