@@ -25,6 +25,8 @@ Usage: python benchmarks/decoupled.py [--data-root DIR] [--resume] [--only I,J] 
        2-core CPU: run it in parts with --only)
        python benchmarks/decoupled.py --smoke   (tiny budgets and networks on mnist-5k: checks the
                                                  code path; its numbers mean nothing)
+       python benchmarks/decoupled.py --short ...   (the evaluations at the SHORT budget: 1 run of 50
+                                                     epochs, lr 0.01; its rows are kept apart)
        python benchmarks/decoupled.py --summarize   (the README table and the plot from the JSON)
 
 Not here: RDED on the generated 1.28M-image dataset (a cost figure) needs the out-of-core store
@@ -46,6 +48,9 @@ REUSED = ("dm", "mtt")  # distilled by benchmarks/soft_labels.py
 IPCS = {"mnist": (10,), "cifar10": (10, 50)}
 PROTOCOLS = ("soft", "hard")
 EVAL = {"runs": 3, "epochs": 300}
+# --short: what fits a session on the shared 2-core CPU (one soft-label training of 300 epochs on 100
+# CIFAR images costs about 10 CPU-minutes there): 1 run of 50 epochs at lr 0.01, no lr grid
+SHORT = {"runs": 1, "epochs": 50, "lr": 0.01}
 HARD_LR = 0.01  # the hard-label evaluation's fixed lr (the DC/DSA/DM papers'), instead of the grid
 
 SMOKE_NET = {"width": 8, "depth": 1}
@@ -108,7 +113,7 @@ def job_set(job: dict) -> dict:
 def protocol_for(job: dict):
     from datadistill.protocols import load_protocol
 
-    budget = SMOKE["eval"] if job.get("smoke") else EVAL
+    budget = SMOKE["eval"] if job.get("smoke") else (SHORT if job.get("budget") == "short" else EVAL)
     if job["protocol"] == "soft":
         return load_protocol("ddranking", teacher=str(teacher_dir(job)), **budget), budget
     hard = {**budget, "lr": budget.get("lr", HARD_LR)}  # no lr grid: 3/8 of the cost (see the module doc)
@@ -144,7 +149,7 @@ def job_eval(job: dict) -> dict:
 JOBS = {"teacher": job_teacher, "set": job_set, "eval": job_eval}
 
 
-def plan(data_root: str, smoke: bool) -> list[dict]:
+def plan(data_root: str, smoke: bool, short: bool = False) -> list[dict]:
     base = {"data_root": data_root, "smoke": smoke}
     datasets = ("mnist-5k",) if smoke else DATASETS
     jobs = []
@@ -153,7 +158,8 @@ def plan(data_root: str, smoke: bool) -> list[dict]:
         for ipc in (10,) if smoke else IPCS[d]:
             jobs += [{"job": "set", "dataset": d, "method": m, "ipc": ipc, **base} for m in METHODS]
             reused = REUSED if ipc == 10 else ()
-            jobs += [{"job": "eval", "dataset": d, "method": m, "ipc": ipc, "protocol": p, **base}
+            jobs += [{"job": "eval", "dataset": d, "method": m, "ipc": ipc, "protocol": p, **base,
+                      **({"budget": "short"} if short else {})}
                      for m in (*METHODS, *reused) for p in PROTOCOLS]
     return jobs
 
@@ -181,6 +187,8 @@ def summarize(dest: Path) -> str:
         mem = f"{s['peak_memory_mb']:.0f}" if s else "—"
         stored = f"{s['stored_label_bytes']:,} B" if s and s.get("stored_label_bytes") is not None else "—"
         lines.append(f"| {d} | {ipc} | {LABEL[m]} | {acc('soft')} | {acc('hard')} | {secs} | {mem} | {stored} |")
+    budgets = sorted({json.dumps(e["budget"], sort_keys=True) for e in evals.values()})
+    lines.append(f"\nEvaluation budget (ConvNet student): {'; '.join(budgets)}.")
     for d, t in sorted(teachers.items()):
         lines.append(f"\nTeacher on {d}: {t['model']}, test accuracy {t['test_accuracy']:.2f} %, "
                      f"{t['seconds']:.0f} s to train.")
@@ -219,7 +227,7 @@ def main(argv: list[str]) -> None:
         print(summarize(dest))
         return
     data_root = data_root_arg(argv)
-    run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "dataset", "method", "ipc", "protocol"),
+    run_jobs(NAME, plan(data_root, smoke, "--short" in argv), JOBS, argv, label_keys=("job", "dataset", "method", "ipc", "protocol"),
              dest=dest, extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})
 
 
