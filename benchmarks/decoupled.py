@@ -175,6 +175,11 @@ def summarize(dest: Path) -> str:
     evals = {(r["dataset"], r["method"], r["ipc"], r["protocol"]): r for r in rows if r["job"] == "eval"
              and "accuracy" in r}
     teachers = {r["dataset"]: r for r in rows if r["job"] == "teacher"}
+    soft_file = RESULTS / "soft_labels.json"  # the DM and MTT sets' cost, where soft_labels.py made them
+    if soft_file.exists():
+        for r in json.loads(soft_file.read_text()).get("results", []):
+            if r.get("job") == "set" and r.get("method") in REUSED and "error" not in r:
+                sets.setdefault((r["dataset"], r["method"], 10), {**r, "stored_label_bytes": None})
     lines = ["| dataset | IPC | set | soft labels (teacher, KL, cutmix) | hard labels | distil s | peak MiB "
              "| stored labels |",
              "|---|---|---|---|---|---|---|---|"]
