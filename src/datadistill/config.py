@@ -60,9 +60,9 @@ class EvalConfig:
                                     "report the gain over it")
     # -- soft labels (train.Objective) and the student's schedule -----------------------------------
     labels: str = option("auto", choices=("auto", "hard", "teacher"),
-                         help="auto (the set's own labels, hard or soft), hard (the classes the images were made "
-                              "for where recorded, else the arg-max of soft labels) or teacher (every augmented "
-                              "batch labelled by the teacher)")
+                         help="auto (the set's own labels, hard or soft, or its teacher's where it records them), "
+                              "hard (the classes the images were made for where recorded, else the arg-max of soft "
+                              "labels) or teacher (every augmented batch labelled by the teacher)")
     teacher: str | None = option(None, metavar="DIR", help="teacher folder for labels teacher (datadistill teacher)")
     loss: str = option("ce", choices=("ce", "kl", "soft_ce", "mse_gt"),
                        help="ce (default), kl (with temperature), soft_ce, or mse_gt (MSE to the targets' logits "

@@ -163,7 +163,9 @@ def evaluate(
     with `temperature` (`train.soft_label_loss`); `mix` cutmix / mixup; `optimizer` adamw and
     `schedule` cosine for the SRe2L/RDED-style student. Those runs train one after another.
     `labels="hard"` evaluates a soft-labelled set with hard labels: the class each image was made
-    for where the set records it (a teacher's relabelling does, `made_for`), else the arg-max.
+    for where the set records it (a teacher's relabelling does, `made_for`), else the arg-max. A set
+    relabelled in teacher mode (``meta["labels"]["mode"] == "teacher"``) is labelled by its recorded
+    teacher under ``labels="auto"``.
 
     `protocol.lr_grid`: when the set carries no learned lr and `lr` is not given, one network per
     grid value trains on the set and is tested on the validation split `val` (loaded when not given;
