@@ -53,3 +53,14 @@ def tiny_experts(tmp_path_factory, tiny) -> str:
     train_experts(ExpertSettings("toy", num_experts=2, epochs=3, model_args=TINY_NET, batch_size=8), root, data=tiny,
                   device="cpu", progress=False, log=lambda m: None)
     return str(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, tiny) -> str:
+    """A ConvNet-BN teacher (TINY_NET, 3 epochs) on `tiny`, trained once per test module."""
+    from datadistill.teacher import TeacherSettings, train_teacher
+
+    root = tmp_path_factory.mktemp("teacher")
+    train_teacher(TeacherSettings("toy", model="convnet_bn", model_args=TINY_NET, epochs=3, batch_size=8), root,
+                  data=tiny, device="cpu", progress=False, log=lambda m: None)
+    return str(root)

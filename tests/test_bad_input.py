@@ -38,6 +38,8 @@ class World:
     synset: Path  # a copy of its set
     experts: Path  # one expert of one epoch on the tiny MNIST
     folder: Path  # an ImageFolder of two classes, 3 images each
+    teacher: Path  # a one-epoch ConvNet-BN teacher on the tiny MNIST
+    teacher_no_bn: Path  # an imported ConvNet (instance norm) teacher: no batch norm
 
     def data(self, *extra: str) -> list[str]:
         return ["--dataset", "mnist", "--data-root", str(self.root), *extra]
@@ -60,7 +62,18 @@ def world(tmp_path_factory) -> World:
     for c in ("cat", "dog"):
         for i in range(3):
             write_image(folder / c / f"{i}.png", images_for(np.array([i % 2]), 1, 8)[0, 0])
-    return World(root, run, synset, experts, folder)
+    teacher = base / "teacher"
+    assert main(["teacher", "--dataset", "mnist", "--data-root", str(root), "--epochs", "1", "--model-arg", "width=4",
+                 "--model-arg", "depth=1", "--device", "cpu", "--no-progress", "--out", str(teacher)]) == 0
+    from datadistill.nets import make_net
+
+    state = base / "convnet.pt"
+    torch.save(make_net("convnet", 1, 10, (28, 28), width=4, depth=1).state_dict(), state)
+    no_bn = base / "teacher-no-bn"
+    assert main(["teacher", "--dataset", "mnist", "--data-root", str(root), "--model", "convnet", "--model-arg",
+                 "width=4", "--model-arg", "depth=1", "--from", str(state), "--device", "cpu", "--no-progress",
+                 "--out", str(no_bn)]) == 0
+    return World(root, run, synset, experts, folder, teacher, no_bn)
 
 
 # ------------------------------------------------------------------------------------ file mutators
@@ -234,6 +247,24 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
                                               "--opt", "threshold=0", "--out", str(t / "o")], "threshold"),
         "pad-variant-unknown": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "pad", "--experts", str(w.experts),
                                               "--opt", "variant=released", "--out", str(t / "o")], "variant"),
+        "sre2l-without-teacher": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "sre2l", "--out", str(t / "o")],
+                                  "--teacher"),
+        "teacher-for-dm": (lambda t, w: ["distill", *w.data(), *TINY, "--teacher", str(w.teacher), "--out", str(t / "o")],
+                           "--teacher"),
+        "sre2l-teacher-without-bn": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "sre2l", "--teacher",
+                                                   str(w.teacher_no_bn), "--out", str(t / "o")], "batch-norm"),
+        "sre2l-zca": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "sre2l", "--teacher", str(w.teacher),
+                                    "--zca", "--out", str(t / "o")], "zca"),
+        "rded-iterations": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "rded", "--teacher", str(w.teacher),
+                                          "--out", str(t / "o")], "--iterations 10"),
+        "rded-mipc-too-small": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "rded", "--teacher", str(w.teacher),
+                                              "--iterations", "10", "--opt", "mipc=0", "--out", str(t / "o")], "mipc"),
+        "rded-class-too-small": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "rded", "--teacher", str(w.teacher),
+                                               "--iterations", "10", "--ipc", "5", "--out", str(t / "o")], "--ipc"),
+        "relabel-choice": (lambda t, w: ["distill", *w.data(), "--relabel", "sometimes"], "--relabel"),
+        "teacher-of-another-dataset": (lambda t, w: ["distill", "--dataset", "cifar10", "--data-root", str(w.root), *TINY,
+                                                     "--method", "random", "--iterations", "0", "--teacher",
+                                                     str(w.teacher), "--out", str(t / "o")], "teacher"),
         "bf16-for-mtt": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--precision", "bf16", "--out", str(t / "o")], "precision"),
         # -- output paths -------------------------------------------------------------------------------
         "out-is-a-file": (lambda t, w: ["distill", *w.data(), *TINY, "--out", str(_file(t / "f.txt"))], "f.txt"),

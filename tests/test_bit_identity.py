@@ -31,6 +31,8 @@ CASES = {
     "herding": ({"embed_epochs": 1}, {"iterations": 0}),
     "k-center": ({"embed_epochs": 1}, {"iterations": 0}),
     "random": ({}, {"iterations": 0}),
+    "sre2l": ({"batch_classes": 3}, {"teacher": True, "model": "convnet_bn"}),
+    "rded": ({"mipc": 8, "num_crop": 2}, {"teacher": True, "model": "convnet_bn"}),
 }
 
 EXPECTED = {
@@ -44,6 +46,9 @@ EXPECTED = {
     "mtt": "57664fae89da888561cb5522",
     "pad": "56fc02a4e6145d1f5b88e986",
     "random": "0cd242910308745c3746e9e0",
+    # recorded when the methods were added (issue 20), with the conftest teacher; soft labels included
+    "rded": "22ffbc8d2d4bf83cf008ca9d",
+    "sre2l": "df93eb3397fc5a49b95f30db",
 }
 EXPECTED_EVAL = [33.333333, 40.0]
 
@@ -67,21 +72,28 @@ def experts(tiny_experts):
     return tiny_experts
 
 
-def _run(method, small, experts):
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher):
+    return tiny_teacher
+
+
+def _run(method, small, experts, teacher=None):
     opts, extra = CASES[method]
     over = dict(device="cpu", model_args=NET, iterations=3, checkpoint_every=2, val_epochs=2, eval={"runs": 0},
                 batch_real=6, method_args=dict(opts))
     extra = dict(extra)
     if extra.pop("experts", False):
         over["experts"] = experts
+    if extra.pop("teacher", False):
+        over["artifacts"] = {"teacher": teacher}
     over.update(extra)
     cfg = resolve_config(method, "toy", 2, "quick", **over)
     return run_distillation(cfg, None, data=small, progress=False, log=lambda m: None).synset
 
 
 @pytest.mark.parametrize("method", sorted(CASES))
-def test_same_seed_gives_the_recorded_set(method, small, experts):
-    assert _digest(_run(method, small, experts)) == EXPECTED[method]
+def test_same_seed_gives_the_recorded_set(method, small, experts, teacher):
+    assert _digest(_run(method, small, experts, teacher)) == EXPECTED[method]
 
 
 def test_evaluation_gives_the_recorded_accuracies(small, experts):

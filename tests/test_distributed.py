@@ -31,12 +31,34 @@ CASES = {
     "datadam": ("datadam", {}),
     "dc": ("dc", {"method_args": {"outer_loop": 2, "inner_loop": 1}}),
     "dsa": ("dsa", {"method_args": {"outer_loop": 2, "inner_loop": 1}, "model": "convnet_bn"}),
+    # the decoupled methods: recovery batches (sre2l) and classes (rded) split over the processes
+    "sre2l": ("sre2l", {"method_args": {"batch_classes": 1}, "model": "convnet_bn", "init": "noise"}),
+    "rded": ("rded", {"method_args": {"mipc": 8, "num_crop": 2}, "model": "convnet_bn"}),
 }
+TEACHER_ENV = "DATADISTILL_TEST_TEACHER"  # the toy teacher's folder, inherited by the spawned processes
 
 
 def _cfg(name: str, **over):
     method, extra = CASES[name]
+    if method in ("sre2l", "rded"):
+        extra = {**extra, "artifacts": {"teacher": os.environ[TEACHER_ENV]}}
     return resolve_config(method, "toy", 2, "quick", **{**SMALL, **extra, **over})
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    from datadistill.teacher import TeacherSettings, train_teacher
+
+    root = tmp_path_factory.mktemp("toy-teacher")
+    train_teacher(TeacherSettings("toy", model="convnet_bn", model_args=SMALL["model_args"], epochs=1, batch_size=8),
+                  root, data=toy_splits(), device="cpu", progress=False, log=lambda m: None)
+    before = os.environ.get(TEACHER_ENV)
+    os.environ[TEACHER_ENV] = str(root)
+    yield str(root)
+    if before is None:
+        os.environ.pop(TEACHER_ENV, None)
+    else:
+        os.environ[TEACHER_ENV] = before
 
 
 def _free_port() -> int:
@@ -106,7 +128,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
+def two_processes(tmp_path_factory, toy_teacher):
     """Run `_worker` as processes 0 and 1; returns the folder of their runs and what each saved."""
     folder = tmp_path_factory.mktemp("dist")
     mp.start_processes(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True, start_method="spawn")
@@ -114,7 +136,7 @@ def two_processes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
+def one_process(tmp_path_factory, toy_teacher):
     folder = tmp_path_factory.mktemp("one")
     data = toy_splits()
     return {name: run_distillation(_cfg(name), folder / name, data=data, progress=False) for name in CASES}

@@ -16,7 +16,9 @@ all have one small interface, `Artifact`:
 A method declares what it needs (``requires = ("experts",)`` on its Distiller class); the run
 setup (`run.setup.prepare`) resolves ``cfg.artifacts[kind]`` (``--experts DIR``; one flag per
 registered kind) generically, refuses an artifact the method does not use, and hands the opened
-artifacts to the method. Registering a kind is an import: ``@register_artifact`` on its class.
+artifacts to the method. A method may also name artifacts it can use without needing them
+(``accepts = ("teacher",)``: a coreset relabelled by a teacher when one is given). Registering a
+kind is an import: ``@register_artifact`` on its class.
 """
 from __future__ import annotations
 
@@ -135,11 +137,13 @@ def available_artifacts() -> dict[str, type[Artifact]]:
 
 
 def resolve_artifacts(method_cls: Any, cfg: "DistillConfig", spec: "DatasetSpec") -> dict[str, Artifact]:
-    """Open and check the artifacts that `method_cls.requires` names, from `cfg.artifacts`.
-    ConfigError when one is missing (with the command that makes it), does not fit the run, or
-    was given although the method does not use it."""
+    """Open and check the artifacts that `method_cls.requires` names, and those of
+    `method_cls.accepts` that were given, from `cfg.artifacts`. ConfigError when a required one is
+    missing (with the command that makes it), one does not fit the run, or one was given although
+    the method does not use it."""
     given = dict(cfg.artifacts or {})
-    unused = sorted(set(given) - set(method_cls.requires))
+    optional = tuple(getattr(method_cls, "accepts", ()))
+    unused = sorted(set(given) - set(method_cls.requires) - set(optional))
     if unused:
         flags = ", ".join(f"--{k}" for k in unused)
         raise ConfigError(f"method {cfg.method} does not use {flags}; drop it (the methods that do: "
@@ -153,10 +157,16 @@ def resolve_artifacts(method_cls: Any, cfg: "DistillConfig", spec: "DatasetSpec"
         art = cls.open(given[kind])
         art.check(cfg, spec)
         out[kind] = art
+    for kind in optional:
+        if given.get(kind) and kind not in out:
+            art = get_artifact(kind).open(given[kind])
+            art.check(cfg, spec)
+            out[kind] = art
     return out
 
 
 def _users(kind: str) -> str:
     from .methods import available_methods, get_method
 
-    return ", ".join(m for m in available_methods() if kind in get_method(m).requires) or "none"
+    return ", ".join(m for m in available_methods()
+                     if kind in get_method(m).requires or kind in get_method(m).accepts) or "none"

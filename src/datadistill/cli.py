@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a named protocol (presets/protocols/*.yaml, each with its source); flags given override it")
     p.add_argument("--teacher", default=None, metavar="DIR", help="teacher folder for --labels teacher")
     p.add_argument("--labels", choices=["auto", "hard", "teacher"], default=None,
-                   help="auto (the set's own), hard (arg-max of soft labels) or teacher (every batch relabelled)")
+                   help="auto (the set's own), hard (the classes the images were made for, else the arg-max of "
+                        "soft labels) or teacher (every batch relabelled)")
     p.add_argument("--loss", choices=["ce", "kl", "soft_ce", "mse_gt"], default=None, help="the student's loss")
     p.add_argument("--temperature", type=float, default=None, help="temperature of kl / soft_ce (default 1)")
     p.add_argument("--mix", choices=["none", "cutmix", "mixup"], default=None, help="batch mixing")
@@ -316,6 +317,11 @@ def cmd_distill(a: argparse.Namespace) -> int:
         return 0
     print(f"synthetic set: {out / 'synset.safetensors'} ({len(res.synset)} images); "
           f"distillation {res.distill_seconds:.0f} s, peak memory {res.peak_memory_mb:.0f} MiB")
+    labels = res.synset.meta.get("labels")
+    if isinstance(labels, dict) and labels.get("source") == "teacher":  # relabelled by a teacher (--teacher DIR)
+        how = (f"stored per {labels['granularity']}, {labels['stored_bytes']:,} bytes" if labels["mode"] == "stored"
+               else "made on the fly by the teacher at evaluation (none stored)")
+        print(f"soft labels of {labels['teacher']}: {how}")
     for ev_res in res.evals:
         print(f"test accuracy {ev_res.summary()}")
     return 0

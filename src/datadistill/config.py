@@ -6,6 +6,7 @@ dataclass defaults < the preset's rules (``presets/<method>.yaml``) < what the u
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -19,6 +20,7 @@ from .typed import build
 
 PRESETS = ("quick", "paper")
 INITS = ("real", "noise")
+RELABEL_MODES = ("stored", "teacher")
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING, **flag: Any):
@@ -58,8 +60,9 @@ class EvalConfig:
                                     "report the gain over it")
     # -- soft labels (train.Objective) and the student's schedule -----------------------------------
     labels: str = option("auto", choices=("auto", "hard", "teacher"),
-                         help="auto (the set's own labels, hard or soft), hard (arg-max of soft labels) or teacher "
-                              "(every augmented batch labelled by the teacher)")
+                         help="auto (the set's own labels, hard or soft, or its teacher's where it records them), "
+                              "hard (the classes the images were made for where recorded, else the arg-max of soft "
+                              "labels) or teacher (every augmented batch labelled by the teacher)")
     teacher: str | None = option(None, metavar="DIR", help="teacher folder for labels teacher (datadistill teacher)")
     loss: str = option("ce", choices=("ce", "kl", "soft_ce", "mse_gt"),
                        help="ce (default), kl (with temperature), soft_ce, or mse_gt (MSE to the targets' logits "
@@ -143,6 +146,10 @@ class DistillConfig:
     precision: str = option("fp32", choices=("fp32", "bf16"),
                             help="fp32 (default) or bf16: autocast of the loss's forward passes (dm, datadam) or of the "
                                  "first-order parts (dc, dsa: real-batch gradients, inner loop)")
+    relabel: str = option("stored", choices=RELABEL_MODES,
+                          help="with a teacher (--teacher DIR): stored (default: the teacher's soft labels saved with "
+                               "the set, per image, or per region for rded) or teacher (hard labels saved; the "
+                               "evaluation relabels every batch with the teacher)")
     eval: EvalConfig = field(default_factory=EvalConfig)
     sources: list[str] = field(default_factory=list)  # where the preset values come from
 
@@ -189,6 +196,8 @@ def validate(cfg: DistillConfig) -> None:
         raise ConfigError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
     if cfg.init not in INITS:
         raise ConfigError(f"unknown init {cfg.init!r}; choose 'real' or 'noise'")
+    if cfg.relabel not in RELABEL_MODES:
+        raise ConfigError(f"unknown relabel {cfg.relabel!r}; choose 'stored' or 'teacher'")
     if not isinstance(cfg.ipc, int) or cfg.ipc < 1:
         raise ConfigError(f"ipc must be a positive integer, got {cfg.ipc!r}")
     if cfg.iterations < 0:
@@ -282,14 +291,17 @@ def load_preset_rules(method: str) -> dict:
 
 
 def rule_matches(match: dict | None, dataset: str, ipc: int) -> bool:
-    """Whether a preset rule's ``match`` (dataset name(s), IPC(s); absent: always) fits."""
+    """Whether a preset rule's ``match`` (dataset name(s), IPC(s); absent: always) fits. A dataset
+    pattern with ``*`` matches like a shell glob, case-insensitively (``folder:*imagenet*``: a folder
+    dataset whose path names ImageNet)."""
     if not match:
         return True
     if "dataset" in match:
         want = match["dataset"]
         want = want if isinstance(want, list) else [want]
         base = dataset.split(":", 1)[0]
-        if dataset not in want and base not in want:
+        if dataset not in want and base not in want and not any(
+                any(ch in str(w) for ch in "*?[") and fnmatch.fnmatch(dataset.lower(), str(w).lower()) for w in want):
             return False
     if "ipc" in match:
         want = match["ipc"]

@@ -162,7 +162,10 @@ def evaluate(
     the teacher in `protocol.teacher` (a `datadistill teacher` folder); `loss` kl / soft_ce / mse_gt
     with `temperature` (`train.soft_label_loss`); `mix` cutmix / mixup; `optimizer` adamw and
     `schedule` cosine for the SRe2L/RDED-style student. Those runs train one after another.
-    `labels="hard"` evaluates a soft-labelled set with the arg-max of its labels.
+    `labels="hard"` evaluates a soft-labelled set with hard labels: the class each image was made
+    for where the set records it (a teacher's relabelling does, `made_for`), else the arg-max. A set
+    relabelled in teacher mode (``meta["labels"]["mode"] == "teacher"``) is labelled by its recorded
+    teacher under ``labels="auto"``.
 
     `protocol.lr_grid`: when the set carries no learned lr and `lr` is not given, one network per
     grid value trains on the set and is tested on the validation split `val` (loaded when not given;
@@ -232,7 +235,8 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     else:
         images, labels = syn.images, syn.labels
     if p.labels == "hard" and labels.ndim == 2:
-        labels = labels.argmax(1)
+        labels = made_for(syn) if isinstance(syn, SyntheticSet) else labels.argmax(1)
+    p = _with_recorded_teacher(p, syn)
     objective = _objective(p, syn, spec, resolve_device(device)) if p.soft else None
     lr = lr if lr is not None else (set_lr if set_lr is not None else DEFAULT_LR)
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
@@ -312,6 +316,32 @@ def _objective(p: EvalConfig, syn, spec, device: torch.device) -> Objective:
         teacher = art.network(device)
     return Objective(loss=p.loss, temperature=p.temperature, teacher=teacher, mix=p.mix, mix_beta=p.mix_beta,
                      ce_weight=p.ce_weight, num_classes=spec.num_classes)
+
+
+def made_for(syn: SyntheticSet) -> torch.Tensor:
+    """The hard label of each image: the class it was made for where its relabelling recorded it
+    (``meta["labels"]["classes"]``: a teacher's distribution may put another class first), else the
+    arg-max of its labels."""
+    rec = syn.meta.get("labels")
+    classes = rec.get("classes") if isinstance(rec, dict) else None
+    if isinstance(classes, list) and len(classes) == len(syn) and all(
+            isinstance(c, int) and 0 <= c < syn.spec.num_classes for c in classes):
+        return torch.tensor(classes, dtype=torch.long, device=syn.labels.device)
+    return syn.hard_labels
+
+
+def _with_recorded_teacher(p: EvalConfig, syn) -> EvalConfig:
+    """`p` with teacher labels when its labels are the set's own (auto) and the set records that its
+    labels are a teacher's made on the fly (``meta["labels"]["mode"] == "teacher"``, written by the
+    relabelling of SRe2L, RDED and the coresets; `--teacher DIR` overrides the recorded folder)."""
+    rec = syn.meta.get("labels") if isinstance(syn, SyntheticSet) else None
+    if p.labels != "auto" or not isinstance(rec, dict) or rec.get("mode") != "teacher":
+        return p
+    folder = p.teacher or rec.get("teacher")
+    if not folder:
+        raise ConfigError("the set's labels are a teacher's made on the fly, but it names no teacher folder; give "
+                          "--teacher DIR")
+    return replace(p, labels="teacher", teacher=str(folder))
 
 
 def _choose_lr(syn, p: EvalConfig, model: str, grid: list[float], *, val: ImageData, data_root, device, seed: int,

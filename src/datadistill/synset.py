@@ -2,9 +2,11 @@
 
 File format: one safetensors file (never a pickle). Tensors: ``images`` (N, C, H, W) float32 in
 normalized (and, if used, ZCA-whitened) space; ``labels`` (N,) int64 or (N, K) float32 soft labels;
-optionally ``lr`` (scalar, a learned learning rate) and ``zca_mean`` / ``zca_transform`` /
-``zca_inverse``. The safetensors metadata holds ``format`` = ``datadistill.synset``, the format
-version, the dataset spec and the run metadata as JSON.
+optionally ``lr`` (scalar, a learned learning rate), ``zca_mean`` / ``zca_transform`` /
+``zca_inverse``, and ``region_labels`` (N, R, K) float32: soft labels of the R regions of each image
+(RDED's stitched images; ``labels`` then holds their area-weighted mixture, and the metadata's
+``regions`` say where the regions lie). The safetensors metadata holds ``format`` =
+``datadistill.synset``, the format version, the dataset spec and the run metadata as JSON.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class SyntheticSet:
     lr: float | None = None
     zca: dict[str, torch.Tensor] | None = None  # {"mean", "transform", "inverse"}
     meta: dict = field(default_factory=dict)
+    region_labels: torch.Tensor | None = None  # (N, R, K): per-region soft labels (see the module doc)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -49,6 +52,9 @@ class SyntheticSet:
             raise FormatError(
                 f"soft labels have {self.labels.shape[1]} columns, dataset has {self.spec.num_classes} classes"
             )
+        r = self.region_labels
+        if r is not None and (r.ndim != 3 or r.shape[0] != n or r.shape[2] != self.spec.num_classes):
+            raise FormatError(f"region labels must be ({n}, regions, {self.spec.num_classes}), got {tuple(r.shape)}")
 
     # ----------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -79,11 +85,14 @@ class SyntheticSet:
 
     def to(self, device) -> "SyntheticSet":
         zca = None if self.zca is None else {k: v.to(device) for k, v in self.zca.items()}
-        return SyntheticSet(self.images.to(device), self.labels.to(device), self.spec, self.lr, zca, self.meta)
+        regions = None if self.region_labels is None else self.region_labels.to(device)
+        return SyntheticSet(self.images.to(device), self.labels.to(device), self.spec, self.lr, zca, self.meta, regions)
 
     def detach(self) -> "SyntheticSet":
+        regions = None if self.region_labels is None else self.region_labels.detach().clone()
         return SyntheticSet(
-            self.images.detach().clone(), self.labels.detach().clone(), self.spec, self.lr, self.zca, dict(self.meta)
+            self.images.detach().clone(), self.labels.detach().clone(), self.spec, self.lr, self.zca, dict(self.meta),
+            regions,
         )
 
     # ----------------------------------------------------------------- file I/O
@@ -99,6 +108,8 @@ class SyntheticSet:
         if self.zca is not None:
             for k, v in self.zca.items():
                 tensors[f"zca_{k}"] = v.detach().float().cpu().contiguous()
+        if self.region_labels is not None:
+            tensors["region_labels"] = self.region_labels.detach().float().cpu().contiguous()
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -131,9 +142,10 @@ class SyntheticSet:
             )
         try:
             spec, meta, images, labels, lr, zca = _checked(path, header, tensors)
+            regions = _region_labels(path, tensors, labels)
         except FormatError as e:
             raise FormatError(f"{e}; the file is corrupt or was not written by datadistill (distill the set again)") from None
-        syn = cls(images, labels, spec, lr, zca, meta)
+        syn = cls(images, labels, spec, lr, zca, meta, regions)
         return syn.to(device) if str(device) != "cpu" else syn
 
     # ----------------------------------------------------------------- pixels, grids, export
@@ -178,7 +190,7 @@ class SyntheticSet:
 
 MAX_SPEC_CHARS = 1 << 16  # a spec of 10,000 classes with long names is well under this
 MAX_META_CHARS = 1 << 24
-TENSORS = ("images", "labels", "lr", "zca_mean", "zca_transform", "zca_inverse")
+TENSORS = ("images", "labels", "lr", "zca_mean", "zca_transform", "zca_inverse", "region_labels")
 
 
 def _json_field(path: Path, header: dict, key: str, limit: int, default: str | None = None) -> dict:
@@ -289,6 +301,22 @@ def _checked(path: Path, header: dict, tensors: dict[str, torch.Tensor]):
                                   f"{t.dtype} of shape {tuple(t.shape)}")
         zca = {z: t.float() for z, t in zca.items()}
     return spec, meta, images, labels, lr, zca
+
+
+def _region_labels(path: Path, tensors: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor | None:
+    """The optional per-region soft labels, checked against the image labels: (N, R, K) finite floats."""
+    r = tensors.get("region_labels")
+    if r is None:
+        return None
+    n = labels.shape[0]
+    k = labels.shape[1] if labels.ndim == 2 else None
+    if (r.ndim != 3 or not r.is_floating_point() or r.shape[0] != n or r.shape[1] < 1
+            or (k is not None and r.shape[2] != k)):
+        raise FormatError(f"{path}: 'region_labels' must be floats of shape ({n}, regions, classes), got {r.dtype} of "
+                          f"shape {tuple(r.shape)}")
+    if not bool(torch.isfinite(r).all()):
+        raise FormatError(f"{path}: 'region_labels' hold NaN or infinite values")
+    return r.float()
 
 
 def _safe_name(name: str) -> str:

@@ -102,6 +102,8 @@ class Distiller(ABC):
     supports_bf16: ClassVar[bool | str] = False
     # the artifact kinds the method needs (artifacts.py), resolved by the run setup from cfg.artifacts
     requires: ClassVar[tuple[str, ...]] = ()
+    # artifact kinds the method uses when given but does not need (the coresets' teacher)
+    accepts: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def make_hint(cls, kind: str, cfg: DistillConfig) -> str:

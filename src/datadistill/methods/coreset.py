@@ -11,8 +11,10 @@ The three selection baselines of the dataset-distillation literature (Zhao, Mopu
   Approach", ICLR 2018; greedy 2-approximation): per class, start from the image nearest the class
   mean embedding, then repeatedly add the image farthest from its nearest selected image.
 
-The sets are exact copies of training images with hard labels; no outer iterations are run
-(``iterations: 0`` in the presets), so the runner only saves, draws and evaluates them.
+The sets are exact copies of training images with hard labels (given a teacher, ``--teacher DIR``,
+the run relabels them with it: the control of the decoupled methods, `decoupled/relabel.py`); no
+outer iterations are run (``iterations: 0`` in the presets), so the runner only saves, draws and
+evaluates them.
 Embeddings are the penultimate features (`net.embed`) of a network trained on the training split
 (``embedding: trained``) or of a randomly initialized one (``embedding: random``). All randomness
 (the random draw, the embedding network's initialization and shuffling) comes from the run's
@@ -122,6 +124,7 @@ class CoresetDistiller(Distiller):
     """A Distiller that selects real training images in `init` and has no outer iterations."""
 
     learns_images = False
+    accepts = ("teacher",)  # given one, the run relabels the selection with it (decoupled/relabel.py)
 
     def __init__(self, cfg, data, device, artifacts=None):
         super().__init__(cfg, data, device, artifacts)

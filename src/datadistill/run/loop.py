@@ -2,7 +2,8 @@
 
 `run_distillation(cfg, out)` prepares the run (`setup.prepare`: data, artifacts, distiller,
 starting set), then calls `distiller.step(it)` for each outer iteration, writing the run folder
-(`folder.py`: what each file holds) as it goes.
+(`folder.py`: what each file holds) as it goes. A run given a teacher (``--teacher DIR``: SRe2L,
+RDED, a coreset) relabels every set it saves with it (`methods.decoupled.relabel`).
 
 Running again on the same folder resumes from checkpoint.pt and ends with the same synthetic set
 as an uninterrupted run (same seed, same device). A killed run loses at most `checkpoint_every`
@@ -34,6 +35,7 @@ from ..memstats import available_bytes, peak_memory
 from ..rng import resolve_device
 from ..synset import SyntheticSet
 from ..checkpoints import restore
+from ..methods.decoupled import Relabeller
 from ..errors import DivergedError
 from .folder import CHECKPOINT, GRID_FINAL, GRID_INIT, RunFolder, default_out  # noqa: F401  (default_out: the API's name)
 from .setup import load_data, prepare
@@ -93,6 +95,7 @@ def run_distillation(
     if folder is not None and cfg.artifact_fingerprints:  # and not on other artifacts' contents
         dist.from_main(lambda: folder.check_same_run(cfg))
     distiller, zca, data = run.distiller, run.zca, run.data
+    relabeller = Relabeller.for_run(cfg, run.artifacts, device)  # with a teacher: its labels for every saved set
     start = 0
     state = dist.from_main(lambda: folder.read_checkpoint() if folder is not None else None)  # sent to all
     if state is not None:  # checked before anything is logged or written
@@ -118,7 +121,7 @@ def run_distillation(
             method=cfg.method, ipc=cfg.ipc, seed=cfg.seed, iterations=done, dataset=cfg.dataset,
             init=cfg.init, config=cfg.to_dict(),
         )
-        return syn
+        return relabeller(syn) if relabeller is not None else syn
 
     def checkpoint(done: int) -> None:
         if folder is None or not main:
