@@ -26,6 +26,7 @@ data as float32 in memory would be 15.7 GB.
     python benchmarks/scale.py --sizes 10000,100000  some of them
     python benchmarks/scale.py --smoke               2,000 images in a temporary folder (the code path)
     python benchmarks/scale.py --resume              keep the rows already in the results file
+    python benchmarks/scale.py --plot                results/scale.png from the JSON (also drawn after a run)
 """
 from __future__ import annotations
 
@@ -243,8 +244,51 @@ def summary(rows: list[dict]) -> dict:
     return {"summary": out, "checks": checks, "threads": 1, "load_average": os.getloadavg()}
 
 
+def plot(doc: dict, dest: Path) -> Path:
+    """Two panels over the number of training images (log scale): seconds per iteration of DM and
+    DSA (mean of the timed iterations, and the fastest; the warm-up left out) and the peak resident memory of every job, with the float32
+    size of the same data in memory for comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in doc["results"] if "peak_rss_mb" in r and "error" not in r]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for job in ("dm", "dsa"):
+        done = sorted((r["spec"]["n"], r) for r in rows if r["spec"]["job"] == job and "seconds_per_iteration" in r)
+        if done:
+            xs = [n for n, _ in done]
+            left.plot(xs, [r["seconds_per_iteration"] for _, r in done], "o-", label=f"{job} (mean)")
+            left.plot(xs, [min(r["iteration_seconds"][1:]) for _, r in done], "x--", label=f"{job} (fastest timed)")
+    for job in ("build", "dm", "dsa", "eval"):
+        done = sorted((r["spec"]["n"], r["peak_rss_mb"]) for r in rows if r["spec"]["job"] == job)
+        if done:
+            right.plot([n for n, _ in done], [m / 1024 for _, m in done], "o-", label=job)
+    sizes = sorted({r["spec"]["n"] + r["spec"]["test"] for r in rows})
+    right.plot([n - TEST_IMAGES for n in sizes], [n * 3 * 32 * 32 * 4 / 2**30 for n in sizes], ":", color="gray",
+               label="the images as float32")
+    right.axhline(4, color="red", linewidth=0.8, label="4 GB target")
+    for ax, what in ((left, "seconds / iteration"), (right, "peak RSS (GiB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("training images")
+        ax.set_ylabel(what)
+        ax.legend(fontsize=7)
+    right.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)
+    return dest
+
+
 def main(argv: list[str]) -> None:
+    import json
+
     smoke = "--smoke" in argv
+    dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
+    if "--plot" in argv:
+        print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
+        return
     if smoke:
         root = tempfile.mkdtemp(prefix="scale-smoke-")
         sizes, test = (2_000,), 1_000
@@ -253,8 +297,8 @@ def main(argv: list[str]) -> None:
         sizes = tuple(int(v) for v in _arg(argv, "--sizes", ",".join(map(str, SIZES))).split(","))
         test = TEST_IMAGES
     try:
-        run_jobs(NAME, plan(sizes, root, test), JOBS, argv, label_keys=("job", "n"),
-                 dest=RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json", extra=summary)
+        run_jobs(NAME, plan(sizes, root, test), JOBS, argv, label_keys=("job", "n"), dest=dest, extra=summary)
+        print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
     finally:
         if smoke:
             shutil.rmtree(root, ignore_errors=True)
