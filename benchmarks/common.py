@@ -240,3 +240,20 @@ def run_jobs(name: str, jobs: list[dict], handlers: dict, argv: list[str], *, la
 
     return _run_list(name, jobs, argv, dest=dest or RESULTS / f"{name}.json", extra=extra, report=report,
                      label=lambda j: " ".join(f"{k}={j[k]}" for k in label_keys if k in j))
+
+
+def save_figure(fig, dest: Path) -> Path:
+    """Lay out, write (PNG, 100 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(dest, dpi=100)
+    plt.close(fig)
+    return dest
+
+
+def redraw(plot, dest: Path) -> Path:
+    """`plot(doc, png)` of the results file `dest`, the PNG beside it; prints its path."""
+    png = plot(json.loads(Path(dest).read_text()), Path(dest).with_suffix(".png"))
+    print(png)
+    return png

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, rss_mb, run_jobs
+from common import RESULTS, redraw, rss_mb, run_jobs, save_figure
 
 NAME = "scale"
 SIZES = (10_000, 100_000, 1_281_167)
@@ -275,19 +275,14 @@ def plot(doc: dict, dest: Path) -> Path:
         ax.set_ylabel(what)
         ax.legend(fontsize=7)
     right.set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(dest, dpi=100)
-    plt.close(fig)
-    return dest
+    return save_figure(fig, dest)
 
 
 def main(argv: list[str]) -> None:
-    import json
-
     smoke = "--smoke" in argv
     dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
     if "--plot" in argv:
-        print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
+        redraw(plot, dest)
         return
     if smoke:
         root = tempfile.mkdtemp(prefix="scale-smoke-")
@@ -298,7 +293,7 @@ def main(argv: list[str]) -> None:
         test = TEST_IMAGES
     try:
         run_jobs(NAME, plan(sizes, root, test), JOBS, argv, label_keys=("job", "n"), dest=dest, extra=summary)
-        print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
+        redraw(plot, dest)
     finally:
         if smoke:
             shutil.rmtree(root, ignore_errors=True)

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, data_root_arg, rss_mb, run_jobs
+from common import REPO, RESULTS, data_root_arg, redraw, rss_mb, run_jobs, save_figure
 
 NAME = "soft_labels"
 IPC = 10
@@ -202,24 +202,19 @@ def plot(doc: dict, dest: Path) -> Path:
         ax.set_title(f"{dataset}, IPC {IPC}")
         ax.set_ylabel("accuracy gain over random (points)")
         ax.legend(title="protocol", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(dest, dpi=100)
-    plt.close(fig)
-    return dest
+    return save_figure(fig, dest)
 
 
 def main(argv: list[str]) -> None:
-    import json
-
     smoke = "--smoke" in argv
     dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
     if "--plot" in argv:
-        print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
+        redraw(plot, dest)
         return
     data_root = data_root_arg(argv)
     run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "dataset", "method", "kind", "protocol"),
              dest=dest, extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})
-    print(plot(json.loads(dest.read_text()), dest.with_suffix(".png")))
+    redraw(plot, dest)
 
 
 if __name__ == "__main__":
