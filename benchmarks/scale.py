@@ -16,7 +16,13 @@ process so that its peak resident memory (ru_maxrss) is its own:
   of 256, timed without any network (the networks' compute is what the other processes on a
   shared machine disturb);
 - ``eval``: one evaluation epoch: a fresh ConvNet trained one epoch on a 1000-image set, then its
-  test pass over the 50,000 test images read from the store.
+  test pass over the 50,000 test images read from the store;
+- ``rded``: RDED (issue 20) at IPC 10 (IPC 1 below 10 images per class) with the paper's
+  selection (300 candidates per class, 5 crops each, factor 1 at 32 px), every class, then the
+  relabelling with soft labels stored: distillation seconds, the teacher's share of them, peak
+  RSS and the labels' bytes. The teacher is a ConvNet-BN (width 32) at its seeded initialization,
+  imported with `import_teacher`: the data is random, so only the cost means anything, and the
+  cost of scoring a crop does not depend on the weights. No accuracy.
 
 Networks: ConvNet width 32 (depth 3 at 32x32), 1 thread. Targets (the issue's): seconds per DM
 iteration within 10 % across the sizes, and peak RSS under 4 GB at 1.28M images, where the same
@@ -198,7 +204,56 @@ def job_eval(job: dict) -> dict:
             "peak_rss_mb": rss_mb()}
 
 
-JOBS = {"generate": job_generate, "build": job_build, "dm": job_dm, "dsa": job_dsa, "eval": job_eval, "draw": job_draw}
+def job_rded(job: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from datadistill.config import resolve_config
+    from datadistill.methods.decoupled.relabel import Relabeller
+    from datadistill.nets import make_net
+    from datadistill.rng import make_generator
+    from datadistill.run import prepare
+    from datadistill.run.setup import load_data
+    from datadistill.teacher import import_teacher
+
+    data = load_data(_cfg(job, "dm"), progress=False)
+    spec = data.spec
+    folder = _root(job) / "rded-teacher"
+    folder.mkdir(parents=True, exist_ok=True)
+    net = make_net("convnet_bn", spec.channels, spec.num_classes, spec.im_size, generator=make_generator(0, "teacher"),
+                   **NET)
+    torch.save(net.state_dict(), folder / "init.pt")
+    import_teacher(folder / "init.pt", "imagenet32", "convnet_bn", folder / "teacher", model_args=dict(NET),
+                   data=data, device="cpu", progress=False)
+    ipc = 10 if job["n"] >= 10 * spec.num_classes else 1
+    cfg = resolve_config("rded", "imagenet32", ipc, "quick", device="cpu", data_root=str(_root(job)), storage="disk",
+                         model_args=dict(NET), artifacts={"teacher": str(folder / "teacher")}, iterations=spec.num_classes,
+                         eval={"runs": 0})
+    t0 = time.perf_counter()
+    run = prepare(cfg, data=data, progress=False)
+    setup = time.perf_counter() - t0
+    teacher_seconds, began = [0.0], [0.0]  # the teacher's forward passes, timed apart from reading and cropping
+    run.distiller.teacher.register_forward_pre_hook(lambda *_: began.__setitem__(0, time.perf_counter()))
+    run.distiller.teacher.register_forward_hook(
+        lambda *_: teacher_seconds.__setitem__(0, teacher_seconds[0] + time.perf_counter() - began[0]))
+    times = []
+    for it in range(cfg.iterations):
+        t = time.perf_counter()
+        run.distiller.step(it)
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    syn = Relabeller.for_run(cfg, run.artifacts, torch.device("cpu"))(run.distiller.synthetic_set())
+    relabel_s = time.perf_counter() - t
+    crops = spec.num_classes * min(cfg.method_args["mipc"], job["n"] // spec.num_classes) * cfg.method_args["num_crop"]
+    return {"ipc": ipc, "setup_seconds": setup, "distill_seconds": sum(times), "seconds_per_class": sum(times) / len(times),
+            "teacher_seconds": teacher_seconds[0], "crops_scored": crops, "crops_per_second": crops / sum(times),
+            "relabel_seconds": relabel_s, "stored_label_bytes": syn.meta["labels"].get("stored_bytes"),
+            "images": len(syn), "teacher": "convnet_bn width 32, seeded initialization (imported)",
+            "out_of_core": data.train.out_of_core, "peak_rss_mb": rss_mb()}
+
+
+JOBS = {"generate": job_generate, "build": job_build, "dm": job_dm, "dsa": job_dsa, "eval": job_eval, "draw": job_draw,
+        "rded": job_rded}
 
 
 def plan(sizes, scale_root: str, test: int) -> list[dict]:
@@ -225,6 +280,9 @@ def summary(rows: list[dict]) -> dict:
         elif job == "draw":
             s["class_batches_seconds"] = r["class_batches_median_seconds"]
             s["minibatch_256_seconds"] = r["minibatch_256_median_seconds"]
+        elif job == "rded":
+            s.update(rded_distill_seconds=r["distill_seconds"], rded_teacher_seconds=r["teacher_seconds"],
+                     rded_crops_per_second=r["crops_per_second"], rded_stored_label_bytes=r["stored_label_bytes"])
         else:
             s["eval_epoch_seconds"] = r["eval_seconds"]
     checks = {}
