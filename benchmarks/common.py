@@ -242,6 +242,12 @@ def run_jobs(name: str, jobs: list[dict], handlers: dict, argv: list[str], *, la
                      label=lambda j: " ".join(f"{k}={j[k]}" for k in label_keys if k in j))
 
 
+def results_file(name: str, argv: list[str]) -> Path:
+    """results/<name>.json, or results/<name>_smoke.json with --smoke (a smoke run never overwrites
+    the measured results)."""
+    return RESULTS / f"{name}{'_smoke' if '--smoke' in argv else ''}.json"
+
+
 def save_figure(fig, dest: Path) -> Path:
     """Lay out, write (PNG, 100 dpi) and close a matplotlib figure."""
     import matplotlib.pyplot as plt

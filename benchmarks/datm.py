@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, data_root_arg, rss_mb, run_jobs
+from common import REPO, data_root_arg, results_file, rss_mb, run_jobs
 
 NAME = "datm"
 DATASET = "cifar10"
@@ -232,7 +232,7 @@ def main(argv: list[str]) -> None:
                           "source": "DATM paper (arXiv:2310.05773), full CIFAR-10 with 100 x 100-epoch GSAM experts"}}
 
     run_jobs(NAME, plan(data_root, smoke, experts, "--partial-experts" in argv), JOBS, argv, label_keys=("job", "variant", "ipc", "protocol"),
-             dest=RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json", extra=extra)
+             dest=results_file(NAME, argv), extra=extra)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, data_root_arg, rss_mb, run_jobs
+from common import REPO, RESULTS, data_root_arg, results_file, rss_mb, run_jobs, save_figure
 
 NAME = "decoupled"
 DATASETS = ("mnist", "cifar10")
@@ -220,14 +220,12 @@ def _plot(evals: dict, dest: Path) -> None:
         ax.set_title(f"{d}, IPC {ipc}")
         ax.set_ylabel("test accuracy (%)")
     axes[0][0].legend(title="labels")
-    fig.tight_layout()
-    fig.savefig(dest, dpi=100)
-    plt.close(fig)
+    save_figure(fig, dest)
 
 
 def main(argv: list[str]) -> None:
     smoke = "--smoke" in argv
-    dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
+    dest = results_file(NAME, argv)
     if "--summarize" in argv:
         print(summarize(dest))
         return

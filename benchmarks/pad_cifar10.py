@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, data_root_arg, rss_mb, run_jobs
+from common import REPO, data_root_arg, results_file, rss_mb, run_jobs
 
 NAME = "pad_cifar10"
 IPC = 10
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> None:
                 "summary": summarize(rows)}
 
     run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "kind", "variant"),
-             dest=RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json", extra=extra)
+             dest=results_file(NAME, argv), extra=extra)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, redraw, rss_mb, run_jobs, save_figure
+from common import redraw, results_file, rss_mb, run_jobs, save_figure
 
 NAME = "scale"
 SIZES = (10_000, 100_000, 1_281_167)
@@ -336,12 +336,11 @@ def plot(doc: dict, dest: Path) -> Path:
     return save_figure(fig, dest)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> Path | None:
     smoke = "--smoke" in argv
-    dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
+    dest = results_file(NAME, argv)
     if "--plot" in argv:
-        redraw(plot, dest)
-        return
+        return redraw(plot, dest)
     if smoke:
         root = tempfile.mkdtemp(prefix="scale-smoke-")
         sizes, test = (2_000,), 1_000

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, data_root_arg, redraw, rss_mb, run_jobs, save_figure
+from common import REPO, data_root_arg, redraw, results_file, rss_mb, run_jobs, save_figure
 
 NAME = "soft_labels"
 IPC = 10
@@ -205,12 +205,11 @@ def plot(doc: dict, dest: Path) -> Path:
     return save_figure(fig, dest)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> Path | None:
     smoke = "--smoke" in argv
-    dest = RESULTS / f"{NAME}{'_smoke' if smoke else ''}.json"
+    dest = results_file(NAME, argv)
     if "--plot" in argv:
-        redraw(plot, dest)
-        return
+        return redraw(plot, dest)
     data_root = data_root_arg(argv)
     run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "dataset", "method", "kind", "protocol"),
              dest=dest, extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})

@@ -55,7 +55,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DEFAULT_DATA, RESULTS, machine
+from common import DEFAULT_DATA, RESULTS, machine, save_figure
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -342,9 +342,7 @@ def plot_mtt_memory(rows: list[dict], dest: Path) -> None:
         ax.set_xlabel("syn_steps")
         ax.set_ylabel(what)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(dest, dpi=100)
-    plt.close(fig)
+    save_figure(fig, dest)
 
 
 # ------------------------------------------------------------------------------------- evaluation
