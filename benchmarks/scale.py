@@ -337,10 +337,10 @@ def plot(doc: dict, dest: Path) -> Path:
 
 
 def main(argv: list[str]) -> Path | None:
-    smoke = "--smoke" in argv
-    dest = results_file(NAME, argv)
+    dest = results_file(NAME, argv)  # results/scale_smoke.json with --smoke
     if "--plot" in argv:
         return redraw(plot, dest)
+    smoke = "--smoke" in argv
     if smoke:
         root = tempfile.mkdtemp(prefix="scale-smoke-")
         sizes, test = (2_000,), 1_000
