@@ -261,3 +261,17 @@ def test_paper_presets_follow_the_authors_configs():
     c = resolve_config("datm", "tiny-imagenet", 1, "paper")
     assert c.model_args["depth"] == 4 and c.lr_img == 10000.0 and c.method_args["current_max_start_epoch"] == 15
     assert all(s for s in resolve_config("datm", "cifar10", 1, "paper").sources)
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "tesla"])
+def test_every_unroll_mode_takes_the_plain_step(experts, small, mode):
+    # DATM's learnable soft labels go through MTT's unroll: the same step in each mode, up to float error
+    a = distiller(cfg(experts, method_args={"syn_steps": 5}), small)
+    b = distiller(cfg(experts, method_args={"syn_steps": 5, "unroll": mode}), small)
+    labels_before = a.label_logits.detach().clone()
+    ra, rb = a.step(0), b.step(0)
+    assert (ra["expert"], ra["start_epoch"]) == (rb["expert"], rb["start_epoch"])
+    assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5)
+    torch.testing.assert_close(a.images, b.images, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(a.label_logits, b.label_logits, rtol=1e-4, atol=1e-6)
+    assert not torch.equal(a.label_logits, labels_before)  # the labels did learn
