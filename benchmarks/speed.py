@@ -55,7 +55,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DEFAULT_DATA, RESULTS, machine, save_figure
+from common import ALLOCATOR_TUNED, DEFAULT_DATA, RESULTS, machine, save_figure
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -84,6 +84,14 @@ MTT_MEMORY_STEPS = (10, 30, 80)  # the issue's sweep: CIFAR-10 subset, IPC 10, a
 QUICK_MTT_MEMORY_STEPS = (2, 4)
 QUICK_MTT_BATCH_SYN = 10
 MMAP_THRESHOLD = 65536  # bytes: MALLOC_MMAP_THRESHOLD_ of the memory sweep on the CPU
+# The sweep's allocator settings on the CPU (environment of each child process). "mmap64k": glibc
+# with a fixed 64 KiB mmap threshold, so freed tensors leave at once and the resident peak follows
+# what is alive (every mode, every syn_steps); "glibc": glibc's defaults, as the reference code
+# runs; "tuned": datadistill's own setting (perf.tune_allocator, which the CLI applies: freed blocks
+# kept for reuse, faster, heavier). The last two for plain at MTT_ALLOCATOR_STEPS only.
+ALLOCATORS = {"mmap64k": {"DATADISTILL_MALLOC": "default", "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)},
+              "glibc": {"DATADISTILL_MALLOC": "default"}, "tuned": {}}
+MTT_ALLOCATOR_STEPS = (10, 30)
 
 
 def log(msg: str) -> None:
@@ -270,30 +278,41 @@ def measure_mtt_memory(dataset: str, data: DatasetSplits, device: torch.device, 
     `iters` after one warm-up) and the peak memory above the start of the first iteration
     (memstats.reset_peak: resident memory on the CPU, allocated on CUDA). Each configuration runs
     in a fresh process (`mtt_memory_row`): within one process, what an earlier iteration left
-    resident hides the next one's peak. On the CPU the children run with a fixed glibc mmap
-    threshold, so every large tensor is mapped and unmapped and the resident high-water mark
-    follows what is alive. A configuration whose estimate (methods/trajectory/memory.py) exceeds
+    resident hides the next one's peak. On the CPU every mode runs with a fixed glibc mmap
+    threshold (ALLOCATORS["mmap64k"]: every large tensor is mapped and unmapped, so the resident
+    high-water mark follows what is alive), and plain also with glibc's defaults and with
+    datadistill's tuned allocator, the settings a user's run has. (The environment alone is not
+    enough: perf.tune_allocator, called when benchmarks/common is imported, overrides
+    MALLOC_MMAP_THRESHOLD_ unless DATADISTILL_MALLOC=default; each row records which was in
+    effect.) A configuration whose estimate (methods/trajectory/memory.py) exceeds
     AUTO_FRACTION of the available memory is not run (its row says so): the plain unroll at 80
     steps would be killed for memory here."""
     experts = mtt_experts(dataset, data, device)  # trained once, here, before the children start
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)} if device.type == "cpu" else dict(os.environ)
+    steps_list = QUICK_MTT_MEMORY_STEPS if quick else MTT_MEMORY_STEPS
+    configs = [(steps, mode, "mmap64k") for steps in steps_list for mode in UNROLLS]
+    if device.type == "cpu":
+        configs += [(steps, "plain", alloc) for alloc in ("glibc", "tuned")
+                    for steps in (steps_list if quick else MTT_ALLOCATOR_STEPS)]
     rows = []
-    for steps in (QUICK_MTT_MEMORY_STEPS if quick else MTT_MEMORY_STEPS):
-        for mode in UNROLLS:
-            spec = json.dumps({"dataset": dataset, "device": str(device), "data_root": data_root, "experts": experts,
-                               "iters": iters, "quick": quick, "steps": steps, "mode": mode})
-            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mtt-memory-row", spec],
-                                 env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                row = {"dataset": dataset, "syn_steps": steps, "unroll": mode,
-                       "error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
-            else:
-                row = json.loads(out.stdout.strip().splitlines()[-1])
-            log(f"mtt memory {steps} steps {mode}: " + (
-                row.get("skipped") or row.get("error") or
-                f"{row['seconds_per_iteration']:.2f} s/it, peak {row['peak_mib_above_start']:,.0f} MiB above start "
-                f"(estimated {row['estimated_mib']:,.0f})"))
-            rows.append(row)
+    for steps, mode, alloc in configs:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATADISTILL_MALLOC", "MALLOC_MMAP_THRESHOLD_")}
+        if device.type == "cpu":
+            env.update(ALLOCATORS[alloc])
+        spec = json.dumps({"dataset": dataset, "device": str(device), "data_root": data_root, "experts": experts,
+                           "iters": iters, "quick": quick, "steps": steps, "mode": mode})
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mtt-memory-row", spec],
+                             env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            row = {"dataset": dataset, "syn_steps": steps, "unroll": mode,
+                   "error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
+        else:
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["allocator"] = alloc if device.type == "cpu" else "cuda caching allocator"
+        log(f"mtt memory {steps} steps {mode} ({row['allocator']}): " + (
+            row.get("skipped") or row.get("error") or
+            f"{row['seconds_per_iteration']:.2f} s/it, peak {row['peak_mib_above_start']:,.0f} MiB above start, "
+            f"{row['peak_mib']:,.0f} MiB in all (estimated {row['estimated_mib']:,.0f} above start)"))
+        rows.append(row)
     return rows
 
 
@@ -312,7 +331,7 @@ def mtt_memory_row(spec: dict) -> dict:
     avail = available_bytes(device)[0] / 2**20
     row = {"dataset": spec["dataset"], "ipc": cfg.ipc, "syn_steps": spec["steps"], "unroll": spec["mode"],
            "batch_syn": d.batch_syn, "estimated_mib": est, "available_mib": avail, "notes": notes,
-           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+           "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "allocator_tuned": ALLOCATOR_TUNED}
     if est > AUTO_FRACTION * avail:
         row["skipped"] = f"estimated {est:,.0f} MiB > {AUTO_FRACTION:.0%} of the available {avail:,.0f} MiB"
         return row
@@ -320,8 +339,9 @@ def mtt_memory_row(spec: dict) -> dict:
     d.step(0)  # warm-up: counted in the peak, not timed
     sync(device)
     secs = timed_steps(d, 1, spec["iters"], device)
+    peak = peak_since_reset(device)
     row.update(seconds_per_iteration=statistics.median(secs), seconds_each=secs,
-               peak_mib_above_start=peak_since_reset(device) - start, start_mib=start)
+               peak_mib_above_start=peak - start, start_mib=start, peak_mib=peak)
     return row
 
 
@@ -333,15 +353,20 @@ def plot_mtt_memory(rows: list[dict], dest: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for mode in UNROLLS:
-        done = [r for r in rows if r["unroll"] == mode and "skipped" not in r]
+    for mode, alloc in [(m, "mmap64k") for m in UNROLLS] + [("plain", a) for a in ("glibc", "tuned")]:
+        done = [r for r in rows if r["unroll"] == mode and r.get("allocator", "mmap64k") in (alloc, "cuda caching allocator")
+                and "seconds_per_iteration" in r]
+        if not done:
+            continue
         xs = [r["syn_steps"] for r in done]
-        axes[0].plot(xs, [r["seconds_per_iteration"] for r in done], "o-", label=mode)
-        axes[1].plot(xs, [r["peak_mib_above_start"] for r in done], "o-", label=mode)
+        label = f"{mode}, 64 KiB mmap threshold" if alloc == "mmap64k" else f"{mode}, {alloc} allocator"
+        style = "o-" if alloc == "mmap64k" else "x--"
+        axes[0].plot(xs, [r["seconds_per_iteration"] for r in done], style, label=label)
+        axes[1].plot(xs, [r["peak_mib_above_start"] for r in done], style, label=label)
     for ax, what in zip(axes, ("seconds / iteration", "peak MiB above start")):
         ax.set_xlabel("syn_steps")
         ax.set_ylabel(what)
-        ax.legend()
+        ax.legend(fontsize=7)
     save_figure(fig, dest)
 
 
