@@ -44,7 +44,21 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "allocator_tuned": ALLOCATOR_TUNED,
         "commit": _commit(),
+        **_cpu(),
     }
+
+
+def _cpu() -> dict:
+    """The CPU's model name and its native bf16 instructions (AVX-512 BF16, AMX): without them bf16
+    matrix products are emulated and slower than fp32, so a bf16 speed figure means nothing apart
+    from these (the machine of the project's sessions has changed between the two)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu": platform.processor() or None}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"cpu": model, "cpu_bf16_instructions": sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))}
 
 
 def _commit() -> str | None:
