@@ -235,9 +235,26 @@ def speed_table(doc: dict) -> str:
             lines.append(f"| {e['dataset']} ({e['test_images']} test images) | {e['runs']} x {e['epochs']} | "
                          f"{e['sequential']['train_seconds']:.1f} | {e['batched']['train_seconds']:.1f} | "
                          f"{e['speedup_train']:.2f}x | {bcells} | {ccells} | {clcells} |")
+    if doc.get("mtt_memory"):
+        lines += ["", *mtt_memory_lines(doc["mtt_memory"])]
     if doc.get("stopped"):
         lines += ["", f"({doc['stopped']})"]
     return "\n".join(lines)
+
+
+def mtt_memory_lines(rows: list[dict]) -> list[str]:
+    """speed.py --mtt-memory: per syn_steps, unroll and allocator, seconds and peak memory."""
+    lines = ["| syn_steps | unroll | allocator | s / iteration | peak MiB above start | peak MiB in all | "
+             "estimated MiB above start |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {r['syn_steps']} | {r['unroll']} | {r.get('allocator', '–')} |"
+        if "seconds_per_iteration" not in r:
+            lines.append(f"{head} {r.get('skipped') or 'failed: ' + str(r.get('error'))} ||||")
+            continue
+        total = f"{r['peak_mib']:,.0f}" if "peak_mib" in r else "–"
+        lines.append(f"{head} {r['seconds_per_iteration']:.1f} | {r['peak_mib_above_start']:,.0f} | {total} | "
+                     f"{r['estimated_mib']:,.0f} |")
+    return lines
 
 
 def precision_table(doc: dict) -> str:
