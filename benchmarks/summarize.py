@@ -209,9 +209,10 @@ def speed_table(doc: dict) -> str:
     c = doc["ceiling"]
     bf16 = f", bf16 {c['bf16_flops_per_s'] / 1e9:.0f}" if c.get("bf16_flops_per_s") else ""
     lines = [f"`{doc['command']}` ({_stamp(doc['date'], doc['machine'])}, load average at start "
-             f"{doc['load_average_at_start'][0]:.2f}); ceiling: fp32 {c['fp32_flops_per_s'] / 1e9:.0f} GFLOP/s{bf16}", "",
-             "| method | dataset | s / iteration | GFLOP / iteration | fraction of fp32 ceiling | ratio to ideal | "
-             "bf16 s / iteration (speed-up) | top operators (share of self time) |", "|---|---|---|---|---|---|---|---|"]
+             f"{doc['load_average_at_start'][0]:.2f}); ceiling: fp32 {c['fp32_flops_per_s'] / 1e9:.0f} GFLOP/s{bf16}"]
+    if doc["methods"]:
+        lines += ["", "| method | dataset | s / iteration | GFLOP / iteration | fraction of fp32 ceiling | ratio to ideal | "
+                  "bf16 s / iteration (speed-up) | top operators (share of self time) |", "|---|---|---|---|---|---|---|---|"]
     for m in doc["methods"]:
         if "error" in m:
             lines.append(f"| {m['method']} | {m['dataset']} | failed: {m['error']} ||||||")

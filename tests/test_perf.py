@@ -23,3 +23,20 @@ def test_applies_on_glibc_and_process_keeps_working():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "8000000.0"]
+
+
+@pytest.mark.parametrize("argv, tuned", [
+    (["distill", "--method", "mtt", "--dataset", "mnist-5k"], False),  # trajectory matching: glibc's own heap
+    (["distill", "--method", "datm", "--dataset", "mnist-5k"], False),
+    (["distill", "--method", "dm", "--dataset", "mnist-5k"], True),
+    (["distill", "--method", "nosuch"], True),  # the command itself says the method is unknown
+    (["datasets"], True),
+])
+def test_the_cli_tunes_the_allocator_except_for_trajectory_matching(monkeypatch, argv, tuned):
+    from datadistill import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(1))
+    monkeypatch.setitem(cli.COMMANDS, argv[0], lambda a: 0)  # the choice is made before the command runs
+    assert cli.main(argv) == 0
+    assert bool(calls) is tuned

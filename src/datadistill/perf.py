@@ -7,7 +7,10 @@ step pays for page faults and for the kernel zeroing fresh pages. Keeping those 
 MNIST 2.1x faster on the 2-core reference machine (1.34 s -> 0.64 s, `benchmarks/budget.py`), at
 the price of a higher resident peak (the freed memory is kept for reuse rather than returned).
 
-The CLI applies this at start-up; Python users opt in with `datadistill.tune_allocator()`.
+The CLI applies this at start-up, except for trajectory-matching distillations (MTT, PAD, DATM:
+the methods that need experts), whose unroll is bounded by memory: there the kept blocks cost
+2.5 GiB at 30 steps (13,181 MiB peak against 10,600 MiB with glibc's defaults, benchmarks/speed.py
+--mtt-memory) for about 10 % of speed. Python users opt in with `datadistill.tune_allocator()`.
 Set DATADISTILL_MALLOC=default to leave the allocator alone.
 """
 from __future__ import annotations
