@@ -17,7 +17,7 @@ process so that its peak resident memory (ru_maxrss) is its own:
   shared machine disturb);
 - ``eval``: one evaluation epoch: a fresh ConvNet trained one epoch on a 1000-image set, then its
   test pass over the 50,000 test images read from the store;
-- ``rded``: RDED (issue 20) at IPC 10 (IPC 1 below 10 images per class) with the paper's
+- ``rded``: RDED (issue 20) at IPC 10 (fewer when the smallest class has fewer training images) with the paper's
   selection (300 candidates per class, 5 crops each, factor 1 at 32 px), every class, then the
   relabelling with soft labels stored: distillation seconds, the teacher's share of them, peak
   RSS and the labels' bytes. The teacher is a ConvNet-BN (width 32) at its seeded initialization,
@@ -225,7 +225,7 @@ def job_rded(job: dict) -> dict:
     torch.save(net.state_dict(), folder / "init.pt")
     import_teacher(folder / "init.pt", "imagenet32", "convnet_bn", folder / "teacher", model_args=dict(NET),
                    data=data, device="cpu", progress=False)
-    ipc = 10 if job["n"] >= 10 * spec.num_classes else 1
+    ipc = max(1, min(10, min(data.train.class_counts())))  # 10, or what the smallest class allows (validation split out)
     cfg = resolve_config("rded", "imagenet32", ipc, "quick", device="cpu", data_root=str(_root(job)), storage="disk",
                          model_args=dict(NET), artifacts={"teacher": str(folder / "teacher")}, iterations=spec.num_classes,
                          eval={"runs": 0})
@@ -244,7 +244,7 @@ def job_rded(job: dict) -> dict:
     t = time.perf_counter()
     syn = Relabeller.for_run(cfg, run.artifacts, torch.device("cpu"))(run.distiller.synthetic_set())
     relabel_s = time.perf_counter() - t
-    crops = spec.num_classes * min(cfg.method_args["mipc"], job["n"] // spec.num_classes) * cfg.method_args["num_crop"]
+    crops = sum(min(cfg.method_args["mipc"], n) for n in data.train.class_counts()) * cfg.method_args["num_crop"]
     return {"ipc": ipc, "setup_seconds": setup, "distill_seconds": sum(times), "seconds_per_class": sum(times) / len(times),
             "teacher_seconds": teacher_seconds[0], "crops_scored": crops, "crops_per_second": crops / sum(times),
             "relabel_seconds": relabel_s, "stored_label_bytes": syn.meta["labels"].get("stored_bytes"),
