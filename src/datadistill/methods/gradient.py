@@ -237,12 +237,11 @@ class GMOptions:
 
 @register_method("dc")
 class GradientMatching(ImageDistiller):
+    """DC: gradient matching without augmentation (`dsa` subclasses it with DSA)."""
+
     # bf16 for the first-order parts only: the real-batch gradients (constants of the loss) and the
     # inner-loop training; the synthetic gradients and the matching, differentiated twice, stay fp32
     supports_bf16 = "first-order"
-
-    """DC: gradient matching without augmentation (`dsa` subclasses it with DSA)."""
-
     Options = GMOptions
     uses_dsa = False
 
