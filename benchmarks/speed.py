@@ -91,6 +91,7 @@ MMAP_THRESHOLD = 65536  # bytes: MALLOC_MMAP_THRESHOLD_ of the memory sweep on t
 # kept for reuse, faster, heavier). The last two for plain at MTT_ALLOCATOR_STEPS only.
 ALLOCATORS = {"mmap64k": {"DATADISTILL_MALLOC": "default", "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)},
               "glibc": {"DATADISTILL_MALLOC": "default"}, "tuned": {}}
+ALLOCATOR_LABELS = {"mmap64k": "64 KiB mmap threshold", "glibc": "glibc allocator", "tuned": "tuned allocator"}
 MTT_ALLOCATOR_STEPS = (10, 30)
 
 
@@ -353,14 +354,12 @@ def plot_mtt_memory(rows: list[dict], dest: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for mode, alloc in [(m, "mmap64k") for m in UNROLLS] + [("plain", a) for a in ("glibc", "tuned")]:
-        done = [r for r in rows if r["unroll"] == mode and r.get("allocator", "mmap64k") in (alloc, "cuda caching allocator")
-                and "seconds_per_iteration" in r]
-        if not done:
-            continue
+    measured = [r for r in rows if "seconds_per_iteration" in r]
+    for mode, alloc in dict.fromkeys((r["unroll"], r["allocator"]) for r in measured):  # one line each, in run order
+        done = [r for r in measured if (r["unroll"], r["allocator"]) == (mode, alloc)]
         xs = [r["syn_steps"] for r in done]
-        label = f"{mode}, 64 KiB mmap threshold" if alloc == "mmap64k" else f"{mode}, {alloc} allocator"
-        style = "o-" if alloc == "mmap64k" else "x--"
+        label = f"{mode}, {ALLOCATOR_LABELS.get(alloc, alloc)}"
+        style = "x--" if alloc in ("glibc", "tuned") else "o-"
         axes[0].plot(xs, [r["seconds_per_iteration"] for r in done], style, label=label)
         axes[1].plot(xs, [r["peak_mib_above_start"] for r in done], style, label=label)
     for ax, what in zip(axes, ("seconds / iteration", "peak MiB above start")):
