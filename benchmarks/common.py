@@ -53,11 +53,11 @@ def _cpu() -> dict:
     matrix products are emulated and slower than fp32, so a bf16 speed figure means nothing apart
     from these (the machine of the project's sessions has changed between the two)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"cpu": platform.processor() or None}
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: the model as Python knows it, the instructions unknown
+        return {"cpu": platform.processor() or None, "cpu_bf16_instructions": None}
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     return {"cpu": model, "cpu_bf16_instructions": sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16"))}
 
 
