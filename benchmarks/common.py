@@ -277,3 +277,22 @@ def redraw(plot, dest: Path) -> Path:
     png = plot(json.loads(Path(dest).read_text()), Path(dest).with_suffix(".png"))
     print(png)
     return png
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(d, first: int, iters: int, device) -> list[float]:
+    """Seconds of `iters` outer iterations of the distiller `d`: iterations first, first + 1, ..."""
+    secs = []
+    for it in range(first, first + iters):
+        t0 = time.perf_counter()
+        d.step(it)
+        sync(device)
+        secs.append(time.perf_counter() - t0)
+    return secs

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import redraw, results_file, rss_mb, run_jobs, save_figure
+from common import redraw, results_file, rss_mb, run_jobs, save_figure, timed_steps
 
 NAME = "scale"
 SIZES = (10_000, 100_000, 1_281_167)
@@ -132,11 +132,7 @@ def _iterations(job: dict, method: str, iters: int) -> dict:
     data = load_data(cfg, progress=False)
     run = prepare(cfg, data=data, progress=False)
     setup = time.perf_counter() - t0
-    times = []
-    for it in range(iters):
-        t = time.perf_counter()
-        run.distiller.step(it)
-        times.append(time.perf_counter() - t)
+    times = timed_steps(run.distiller, 0, iters, torch.device("cpu"))
     timed = times[1:]
     return {"setup_seconds": setup, "iteration_seconds": times, "seconds_per_iteration": sum(timed) / len(timed),
             "min_seconds_per_iteration": min(timed),
@@ -232,21 +228,23 @@ def job_rded(job: dict) -> dict:
     t0 = time.perf_counter()
     run = prepare(cfg, data=data, progress=False)
     setup = time.perf_counter() - t0
-    teacher_seconds, began = [0.0], [0.0]  # the teacher's forward passes, timed apart from reading and cropping
-    run.distiller.teacher.register_forward_pre_hook(lambda *_: began.__setitem__(0, time.perf_counter()))
-    run.distiller.teacher.register_forward_hook(
-        lambda *_: teacher_seconds.__setitem__(0, teacher_seconds[0] + time.perf_counter() - began[0]))
-    times = []
-    for it in range(cfg.iterations):
-        t = time.perf_counter()
-        run.distiller.step(it)
-        times.append(time.perf_counter() - t)
+    teacher = {"began": 0.0, "seconds": 0.0}  # its forward passes, timed apart from reading and cropping
+
+    def began(*_):
+        teacher["began"] = time.perf_counter()
+
+    def ended(*_):
+        teacher["seconds"] += time.perf_counter() - teacher["began"]
+
+    run.distiller.teacher.register_forward_pre_hook(began)
+    run.distiller.teacher.register_forward_hook(ended)
+    times = timed_steps(run.distiller, 0, cfg.iterations, torch.device("cpu"))
     t = time.perf_counter()
     syn = Relabeller.for_run(cfg, run.artifacts, torch.device("cpu"))(run.distiller.synthetic_set())
     relabel_s = time.perf_counter() - t
     crops = sum(min(cfg.method_args["mipc"], n) for n in data.train.class_counts()) * cfg.method_args["num_crop"]
     return {"ipc": ipc, "setup_seconds": setup, "distill_seconds": sum(times), "seconds_per_class": sum(times) / len(times),
-            "teacher_seconds": teacher_seconds[0], "crops_scored": crops, "crops_per_second": crops / sum(times),
+            "teacher_seconds": teacher["seconds"], "crops_scored": crops, "crops_per_second": crops / sum(times),
             "relabel_seconds": relabel_s, "stored_label_bytes": syn.meta["labels"].get("stored_bytes"),
             "images": len(syn), "teacher": "convnet_bn width 32, seeded initialization (imported)",
             "out_of_core": data.train.out_of_core, "peak_rss_mb": rss_mb()}

@@ -55,7 +55,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ALLOCATOR_TUNED, DEFAULT_DATA, RESULTS, machine, save_figure
+from common import ALLOCATOR_TUNED, DEFAULT_DATA, RESULTS, machine, save_figure, sync, timed_steps
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -97,11 +97,6 @@ MTT_ALLOCATOR_STEPS = (10, 30)
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------------------- ceiling
@@ -219,17 +214,6 @@ def profile_top(step, device: torch.device, k: int = 3) -> dict:
     regions.sort(key=total_us, reverse=True)
     return {"time": "device (CUDA kernels)" if use_cuda else "cpu", "top_ops": table,
             "top_regions": [{"region": e.key, "calls": e.count, "total_ms": total_us(e) / 1e3} for e in regions[:k]]}
-
-
-def timed_steps(d, first: int, iters: int, device: torch.device) -> list[float]:
-    """Seconds of `iters` distiller steps, iterations first, first + 1, ..."""
-    secs = []
-    for it in range(first, first + iters):
-        t0 = time.perf_counter()
-        d.step(it)
-        sync(device)
-        secs.append(time.perf_counter() - t0)
-    return secs
 
 
 def measure_method(method: str, dataset: str, data: DatasetSplits, device: torch.device, data_root: str,
