@@ -6,9 +6,11 @@ benchmarks/results/<name>.json together with the machine description and the com
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +25,38 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 from datadistill import tune_allocator  # noqa: E402
 
 ALLOCATOR_TUNED = tune_allocator()
+
+
+# The harness's own options, valid for every script that runs through run_all or run_jobs.
+HARNESS_USAGE = """
+Options of every job-list benchmark (benchmarks/common.py):
+  --list         print each job's index and name, run nothing
+  --only I,J     run only these jobs (indices from --list), keep the other rows of the results file
+  --resume       keep the finished rows of the results file, run the others
+  --data-root D  the datasets folder (default $DATADISTILL_DATA, else ../shared/data)"""
+HARNESS_FLAGS = {"--list", "--only", "--resume", "--data-root", "--one", "--help", "-h"}
+
+
+def _usage_error(script: str, message: str) -> None:
+    print(f"error: {message} (python benchmarks/{Path(script).name} --help lists its options)", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_flags(argv: list[str]) -> None:
+    """`--help` prints the script's docstring and the harness's options, then exits; any other
+    `--flag` that neither the docstring nor the harness names ends the script with an `error:` line
+    (status 2) before anything runs, so a misspelt option never starts hours of jobs without it.
+    Called by run_all and run_jobs, and by a script's main before any work of its own."""
+    if len(argv) > 1 and argv[1] == "--one":
+        return
+    doc = ast.get_docstring(ast.parse(Path(argv[0]).read_text())) or ""
+    if "--help" in argv[1:] or "-h" in argv[1:]:
+        print(doc + "\n" + HARNESS_USAGE)
+        sys.exit(0)
+    known = HARNESS_FLAGS | set(re.findall(r"--[a-z][a-z0-9-]*", doc))
+    unknown = [a for a in argv[1:] if a.startswith("-") and not a.lstrip("-").replace(".", "").isdigit() and a not in known]
+    if unknown:
+        _usage_error(argv[0], f"unknown option {unknown[0]}")
 
 
 def data_root_arg(argv: list[str]) -> str:
@@ -161,7 +195,11 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
     only those spec indices (0-based) and keeps the other rows. With either, the file is re-read
     before each write, so two processes running different rows of one script both land in it.
     Every new row records its spec, date, machine (commit, threads) and wall seconds."""
-    only = {int(i) for i in argv[argv.index("--only") + 1].split(",")} if "--only" in argv else None
+    if "--list" in argv:
+        for i, spec in enumerate(specs):
+            print(f"{i:4d}  {label(spec)}")
+        sys.exit(0)
+    only = _only(argv, len(specs))
     merge = "--resume" in argv or only is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = command_line(argv)
@@ -195,6 +233,22 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
     return dest
 
 
+def _only(argv: list[str], n: int) -> set[int] | None:
+    """The job indices of `--only I,J,...`, each checked against the n jobs of the list."""
+    if "--only" not in argv:
+        return None
+    i = argv.index("--only")
+    value = argv[i + 1] if i + 1 < len(argv) else ""
+    try:
+        only = {int(v) for v in value.split(",")}
+    except ValueError:
+        _usage_error(argv[0], f"--only takes job indices separated by commas, got {value!r}")
+    outside = sorted(j for j in only if not 0 <= j < n)
+    if outside:
+        _usage_error(argv[0], f"--only {outside[0]}: this benchmark has jobs 0 to {n - 1} (--list names them)")
+    return only
+
+
 def write_atomic(dest: Path, doc: dict) -> None:
     """Write `doc` as JSON to `dest` through a temporary file, so a reader never sees half a file."""
     tmp = dest.with_suffix(f".{os.getpid()}.tmp")
@@ -214,6 +268,7 @@ def update_keys(dest: Path, updates: dict) -> dict:
 def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
     """Distil + evaluate each spec (run_one) in its own process; write results/<name>.json.
     Options as in `_run_list` (--resume, --only)."""
+    check_flags(argv)
     if len(argv) > 2 and argv[1] == "--one":
         print(json.dumps(run_one(json.loads(argv[2]))))
         sys.exit(0)
@@ -242,6 +297,7 @@ def run_jobs(name: str, jobs: list[dict], handlers: dict, argv: list[str], *, la
     """Run each job dict (dispatched on job["job"] to `handlers`) in its own process and write
     `dest` (default results/<name>.json); `extra(rows)` adds fields to the document. Options as in
     `_run_list` (--resume, --only), so a run of hours can be split over sessions."""
+    check_flags(argv)
     if len(argv) > 2 and argv[1] == "--one":
         job = json.loads(argv[2])
         print(json.dumps(handlers[job["job"]](job)))

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, data_root_arg, results_file, rss_mb, run_jobs, save_figure
+from common import REPO, RESULTS, check_flags, data_root_arg, results_file, rss_mb, run_jobs, save_figure
 
 NAME = "decoupled"
 DATASETS = ("mnist", "cifar10")
@@ -224,6 +224,7 @@ def _plot(evals: dict, dest: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
+    check_flags(argv)
     smoke = "--smoke" in argv
     dest = results_file(NAME, argv)
     if "--summarize" in argv:

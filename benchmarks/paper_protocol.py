@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, data_root_arg, rss_mb, run_jobs, run_one
+from common import RESULTS, check_flags, data_root_arg, rss_mb, run_jobs, run_one
 
 NAME = "paper_protocol"
 EVAL_RUNS = 5
@@ -212,6 +212,7 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
+    check_flags(argv)
     smoke, gpu = "--smoke" in argv, "--gpu" in argv
     data_root = data_root_arg(argv)
     dest = RESULTS / f"{NAME}{'_gpu' if gpu else ''}{'_smoke' if smoke else ''}.json"

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import redraw, results_file, rss_mb, run_jobs, save_figure, timed_steps
+from common import check_flags, redraw, results_file, rss_mb, run_jobs, save_figure, timed_steps
 
 NAME = "scale"
 SIZES = (10_000, 100_000, 1_281_167)
@@ -335,6 +335,7 @@ def plot(doc: dict, dest: Path) -> Path:
 
 
 def main(argv: list[str]) -> Path | None:
+    check_flags(argv)
     dest = results_file(NAME, argv)  # results/scale_smoke.json with --smoke
     if "--plot" in argv:
         return redraw(plot, dest)

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, data_root_arg, redraw, results_file, rss_mb, run_jobs, save_figure
+from common import REPO, check_flags, data_root_arg, redraw, results_file, rss_mb, run_jobs, save_figure
 
 NAME = "soft_labels"
 IPC = 10
@@ -206,6 +206,7 @@ def plot(doc: dict, dest: Path) -> Path:
 
 
 def main(argv: list[str]) -> Path | None:
+    check_flags(argv)
     smoke = "--smoke" in argv
     dest = results_file(NAME, argv)
     if "--plot" in argv:

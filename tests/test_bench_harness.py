@@ -67,6 +67,62 @@ def test_only_resume_and_provenance(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+
+def _fail(script: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_list_help_and_bad_options_run_nothing(tmp_path):
+    script = tmp_path / "fake_bench.py"
+    script.write_text('"""A fake benchmark; usage: fake_bench.py [--resume] [--only I,J] [--smoke]"""\n'
+                      + SCRIPT.format(bench=str(BENCH), results=str(tmp_path)))
+    out, calls = tmp_path / "fake.json", tmp_path / "calls.txt"
+    _run(script, "--only", "1")
+    before = out.read_bytes()
+
+    listing = subprocess.run([sys.executable, str(script), "--list"], capture_output=True, text=True, check=True).stdout
+    assert listing.split("\n")[:2] == ["   0  m d ipc1", "   1  m d ipc2"]
+    helped = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    assert helped.startswith("A fake benchmark") and "--list" in helped and "--only I,J" in helped
+    assert "--only 2: this benchmark has jobs 0 to 1" in _fail(script, "--only", "2")
+    assert "--only takes job indices" in _fail(script, "--only", "one")
+    assert "unknown option --resum" in _fail(script, "--resum")  # misspelt: refused, not ignored
+    _run(script, "--smoke", "--only", "1")  # an option the docstring names is accepted
+    assert calls.read_text().split() == ["2", "2"] and out.read_bytes() != before
+
+
+def test_every_job_list_benchmark_documents_the_options_it_reads():
+    # check_flags refuses any --option its script's docstring does not name, so a script that read an
+    # undocumented option could not be given it
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    import ast
+    import re
+
+    scripts = [p for p in sorted(BENCH.glob("*.py")) if p.name != "common.py"
+               and re.search(r"\brun_(all|jobs)\(", p.read_text())]
+    assert len(scripts) >= 10
+    for p in scripts:
+        src = p.read_text()
+        named = set(re.findall(r"--[a-z][a-z0-9-]*", ast.get_docstring(ast.parse(src)) or ""))
+        read = set(re.findall(r'"(--[a-z][a-z0-9-]*)"', src)) - common.HARNESS_FLAGS
+        assert read <= named, (p.name, sorted(read - named))
+
+
+def test_help_of_a_real_benchmark_starts_nothing(tmp_path):
+    # `datm.py --help` once started training CIFAR-10 experts
+    proc = subprocess.run([sys.executable, str(BENCH / "datm.py"), "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("MTT, DATM and PAD") and not proc.stderr
+    assert "unknown option --expert" in _fail(BENCH / "datm.py", "--expert", "x")
+
 def test_update_keys_keeps_parts_written_by_other_processes(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:
