@@ -186,7 +186,10 @@ def summarize(dest: Path) -> str:
     for (d, m, ipc) in sorted({k[:3] for k in evals}, key=lambda k: (k[0], k[2], list(LABEL).index(k[1]))):
         def acc(p):
             e = evals.get((d, m, ipc, p))
-            return f"{e['accuracy']['mean']:.2f} ± {e['accuracy']['std']:.2f}" if e else "—"
+            if not e:
+                return "—"
+            a = e["accuracy"]  # one run has no spread to show
+            return f"{a['mean']:.2f} (1 run)" if a["runs"] == 1 else f"{a['mean']:.2f} ± {a['std']:.2f} (n={a['runs']})"
         s = sets.get((d, m, ipc))
         secs = f"{s['distill_seconds']:.0f}" if s else "(soft_labels.py)"
         mem = f"{s['peak_memory_mb']:.0f}" if s else "—"
