@@ -38,9 +38,13 @@ def step_graph_bytes(net: nn.Module, w: Tensor, x: Tensor, y: Tensor, params: DS
     from .mtt import student_gradient
 
     sizes: dict[int, int] = {}
+    alive = []  # every counted storage stays alive until the count is done, so no freed storage's
+    # address can be reused by a later one and dropped as a duplicate (that made the count depend
+    # on the allocator's state: the same step counted differently in two processes)
 
     def pack(t: Tensor) -> Tensor:
         st = t.untyped_storage()
+        alive.append(st)
         sizes[st.data_ptr()] = st.nbytes()
         return t
 
