@@ -106,25 +106,32 @@ def _worker(rank: int, port: int, folder: str) -> None:
     dist.all_reduce_sum_ = real_reduce
     ImageDistiller.each_class_batch = real_batches
     out["classes"] = seen
-    # Last: process 1 fails in iteration 2 and exits; process 0 must get an error, not hang.
+    torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
+
+
+def _failing_worker(rank: int, port: int, folder: str) -> None:
+    """Process 1 fails in iteration 2 and exits; process 0 must get an error, not hang."""
+    _join_as(rank, port, timeout_s=20)
     method = get_method("dm")
     real_loss = method.loss
 
     def loss(self, it):
         if it == 1 and rank == 1:
+            torch.save({"failed_at": time.time()}, os.path.join(folder, "rank1.pt"))
             raise RuntimeError("process 1 fails")
         return real_loss(self, it)
 
     method.loss = loss
     t0 = time.perf_counter()
     try:
-        run_distillation(_cfg("dm"), None, data=data, progress=False)
-        out["failure"] = None
+        run_distillation(_cfg("dm"), None, data=toy_splits(), progress=False)
+        out = {"failure": None}
     except Exception as e:  # noqa: BLE001
-        out["failure"] = (type(e).__name__, str(e)[:200], time.perf_counter() - t0)
-    torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
+        out = {"failure": (type(e).__name__, str(e)[:200], time.perf_counter() - t0)}
     if rank == 1:
+        assert out["failure"][1] == "process 1 fails", out
         os._exit(0)  # as a crashed process: no goodbye to the group (exit status 0 so spawn lets process 0 go on)
+    torch.save({**out, "failed_at": time.time()}, os.path.join(folder, "rank0.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +140,29 @@ def two_processes(tmp_path_factory, toy_teacher):
     folder = tmp_path_factory.mktemp("dist")
     mp.start_processes(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True, start_method="spawn")
     return folder, [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def failing_pair(tmp_path_factory, toy_teacher):
+    """`_failing_worker` as processes 0 and 1, apart from the others: how process 0 ended (its exit
+    status, or the error it caught) and how long after process 1 failed."""
+    folder = tmp_path_factory.mktemp("fail")
+    ctx = mp.start_processes(_failing_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.time() + 180  # the collectives time out after 20 s: far beyond that is a hang
+    try:
+        while not ctx.join(timeout=5):
+            if time.time() > deadline:
+                for proc in ctx.processes:
+                    proc.kill()
+                pytest.fail("the pair of processes did not end within 180 s")
+        exitcode = 0
+    except mp.ProcessExitedException as e:  # e.g. gloo aborting process 0 as its peer vanished
+        exitcode = e.exit_code
+    ended = time.time()
+    first = torch.load(folder / "rank1.pt", weights_only=False)["failed_at"]
+    zero = torch.load(folder / "rank0.pt", weights_only=False) if (folder / "rank0.pt").exists() else None
+    return {"exitcode": exitcode, "rank0": zero, "seconds": (zero["failed_at"] if zero else ended) - first}
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +228,18 @@ def test_logged_losses_are_summed_over_the_processes(two_processes, one_process)
                 assert a[k] == pytest.approx(b[k], rel=1e-4), (name, k)
 
 
-def test_a_failing_process_does_not_hang_the_other(two_processes):
-    _, ranks = two_processes
-    assert ranks[1]["failure"][1] == "process 1 fails"
+def test_a_failing_process_does_not_hang_the_other(failing_pair):
     # process 0 was waiting in the all-reduce of iteration 2: it gets an error (the connection to
-    # process 1 closed) well before the 20 s collective timeout set for this test.
-    assert ranks[0]["failure"] is not None, "process 0 went on without process 1"
-    assert ranks[0]["failure"][2] < 15, ranks[0]["failure"]
+    # process 1 closed) well before the 20 s collective timeout set for this test. Under heavy load
+    # gloo has once aborted process 0 instead (SIGABRT, "terminate called without an active
+    # exception"): an end too, not a hang, so it is accepted if it came as fast.
+    f = failing_pair
+    if f["rank0"] is not None:
+        assert f["rank0"]["failure"] is not None, "process 0 went on without process 1"
+        assert f["rank0"]["failure"][2] < 15, f["rank0"]["failure"]
+    else:
+        assert f["exitcode"] != 0, "process 0 neither finished nor failed"
+    assert f["seconds"] < 15, f
 
 
 # -- one process: the pieces the split relies on ------------------------------------------------------
