@@ -61,10 +61,21 @@ def check_flags(argv: list[str]) -> None:
 
 def data_root_arg(argv: list[str]) -> str:
     """The data root of a benchmark's command line: `--data-root DIR`, else $DATADISTILL_DATA, else
-    ../shared/data beside the checkout."""
+    ../shared/data beside the checkout. A folder named on the command line or in the environment
+    that does not exist ends the script with an `error:` line (the default may be absent: smoke runs
+    and embedded datasets need none)."""
     if "--data-root" in argv:
-        return argv[argv.index("--data-root") + 1]
-    return os.environ.get("DATADISTILL_DATA", str(DEFAULT_DATA))
+        i = argv.index("--data-root")
+        if i + 1 >= len(argv):
+            _usage_error(argv[0], "--data-root needs a folder")
+        root, named = argv[i + 1], "--data-root"
+    elif os.environ.get("DATADISTILL_DATA"):
+        root, named = os.environ["DATADISTILL_DATA"], "$DATADISTILL_DATA"
+    else:
+        return str(DEFAULT_DATA)
+    if not (len(argv) > 1 and argv[1] == "--one") and not Path(root).is_dir():
+        _usage_error(argv[0], f"{named} {root} is not a folder; give the folder that holds the datasets")
+    return root
 
 
 def machine() -> dict:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 SCRIPT = """
@@ -94,6 +96,26 @@ def test_list_help_and_bad_options_run_nothing(tmp_path):
     _run(script, "--smoke", "--only", "1")  # an option the docstring names is accepted
     assert calls.read_text().split() == ["2", "2"] and out.read_bytes() != before
 
+
+
+def test_a_data_root_that_is_not_a_folder_is_refused(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    monkeypatch.delenv("DATADISTILL_DATA", raising=False)
+    assert common.data_root_arg(["b.py", "--data-root", str(tmp_path)]) == str(tmp_path)
+    assert common.data_root_arg(["b.py"]) == str(common.DEFAULT_DATA)  # the default may be absent
+    for argv, env in ((["b.py", "--data-root", str(tmp_path / "nope")], None), (["b.py"], str(tmp_path / "nope")),
+                      (["b.py", "--data-root"], None)):
+        if env:
+            monkeypatch.setenv("DATADISTILL_DATA", env)
+        with pytest.raises(SystemExit) as e:
+            common.data_root_arg(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and ("not a folder" in err[0] or "needs a folder" in err[0])
 
 def test_every_job_list_benchmark_documents_the_options_it_reads():
     # check_flags refuses any --option its script's docstring does not name, so a script that read an
