@@ -33,8 +33,10 @@ Options of every job-list benchmark (benchmarks/common.py):
   --list         print each job's index and name, run nothing
   --only I,J     run only these jobs (indices from --list), keep the other rows of the results file
   --resume       keep the finished rows of the results file, run the others
+  --fresh        start over: the rows of an existing results file are replaced as the new ones finish
+                 (without --resume, --only or --fresh a script refuses to touch a file that holds rows)
   --data-root D  the datasets folder (default $DATADISTILL_DATA, else ../shared/data)"""
-HARNESS_FLAGS = {"--list", "--only", "--resume", "--data-root", "--one", "--help", "-h"}
+HARNESS_FLAGS = {"--list", "--only", "--resume", "--fresh", "--data-root", "--one", "--help", "-h"}
 
 
 def _usage_error(script: str, message: str) -> None:
@@ -215,6 +217,8 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = command_line(argv)
     kept = _previous_rows(dest) if merge else {}
+    if not merge and "--fresh" not in argv and dest.exists():
+        _refuse_overwrite(argv[0], dest)
     done: dict[str, dict] = {}
     this_machine = machine()  # the same for every row of this process
     for i, spec in enumerate(specs):
@@ -242,6 +246,20 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
         write_atomic(dest, doc)
     print(dest)
     return dest
+
+
+def _refuse_overwrite(script: str, dest: Path) -> None:
+    """A plain run would replace a results file's rows, hours of work, one finished job at a time."""
+    try:
+        doc = json.loads(dest.read_text())
+        rows, date = len(doc.get("results", [])), doc.get("date", "an earlier run")
+    except (OSError, ValueError, AttributeError):
+        rows, date = None, None
+    if rows == 0:
+        return
+    held = f"{rows} rows (last written {date})" if rows is not None else "something that is not a results file"
+    _usage_error(script, f"{dest} already holds {held}; --resume keeps them and runs the missing ones, "
+                         f"--only I,J reruns some, --fresh starts over")
 
 
 def _only(argv: list[str], n: int) -> set[int] | None:

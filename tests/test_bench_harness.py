@@ -96,6 +96,13 @@ def test_list_help_and_bad_options_run_nothing(tmp_path):
     _run(script, "--smoke", "--only", "1")  # an option the docstring names is accepted
     assert calls.read_text().split() == ["2", "2"] and out.read_bytes() != before
 
+    # a plain run would replace the file's rows one job at a time: refused unless asked for
+    kept = out.read_bytes()
+    assert "already holds 1 rows" in _fail(script) and "--fresh starts over" in _fail(script)
+    assert out.read_bytes() == kept and calls.read_text().split() == ["2", "2"]
+    _run(script, "--fresh")
+    assert calls.read_text().split() == ["2", "2", "1", "2"] and len(_rows(out)) == 2
+
 
 
 def test_a_data_root_that_is_not_a_folder_is_refused(tmp_path, monkeypatch, capsys):
