@@ -138,3 +138,25 @@ def test_evaluate_shows_its_test_inference_and_no_progress_hides_it(toy, capsys)
     assert "test convnet on 15 images" in capsys.readouterr().err
     evaluate(syn, **kw, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_evaluate_takes_a_path_and_refuses_what_is_not_a_set(toy, tmp_path):
+    from datadistill.errors import FormatError
+    from datadistill.evaluate import evaluate
+    from datadistill.synset import SyntheticSet
+
+    syn = SyntheticSet(toy.train.images[:6], toy.train.labels[:6], toy.train.spec)
+    kw = dict(model="convnet", runs=1, epochs=1, aug="none", test=toy.test, device="cpu",
+              model_args={"width": 8, "depth": 2}, progress=False)
+    syn.save(tmp_path / "set.safetensors")
+    run = tmp_path / "run"
+    run.mkdir()
+    syn.save(run / "synset.safetensors")
+    want = evaluate(syn, **kw).accuracies
+    assert evaluate(tmp_path / "set.safetensors", **kw).accuracies == want  # a file, as a Path
+    assert evaluate(str(run), **kw).accuracies == want  # a run folder, as a str
+    with pytest.raises(FormatError, match="no such file"):
+        evaluate(tmp_path / "missing.safetensors", **kw)
+    for bad in (None, 3, [syn]):
+        with pytest.raises(TypeError, match="SyntheticSet, ImageData or the path"):
+            evaluate(bad, **kw)

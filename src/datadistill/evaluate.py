@@ -14,6 +14,7 @@ floating-point rounding.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -108,7 +109,7 @@ def flops_of_training(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ba
 
 
 def evaluate(
-    syn: SyntheticSet | ImageData,
+    syn: SyntheticSet | ImageData | str | os.PathLike,
     protocol: EvalConfig | str | None = None,
     *,
     model: str | None = None,
@@ -123,7 +124,8 @@ def evaluate(
     progress: bool = True,
     **settings: Any,
 ) -> EvalResult:
-    """Train `protocol.runs` fresh networks `model` on `syn` and test each once on `test`
+    """Train `protocol.runs` fresh networks `model` on `syn` (a `SyntheticSet`, real `ImageData`, or
+    the path of a run folder or a `.safetensors` set, read with `SyntheticSet.load`) and test each once on `test`
     (default: the real test split of the set's dataset; `split="val"` for the validation split,
     which is what anything that selects must use); the real data is read from `data_root`, by
     default where the set's run read it (`SyntheticSet.default_data_root`).
@@ -171,6 +173,11 @@ def evaluate(
     grid value trains on the set and is tested on the validation split `val` (loaded when not given;
     the test split is not touched), and the best lr is used for the runs; `extra["lr_selection"]`
     records the grid, the validation accuracies and the choice."""
+    if isinstance(syn, (str, os.PathLike)):
+        syn = SyntheticSet.load(syn)
+    elif not isinstance(syn, (SyntheticSet, ImageData)):
+        raise TypeError(f"evaluate takes a SyntheticSet, ImageData or the path of a run folder or set file, "
+                        f"got {type(syn).__name__}")
     if isinstance(protocol, str):
         model, protocol = protocol if model is None else model, None
     p = protocol_with(protocol, settings)
