@@ -160,3 +160,17 @@ def test_evaluate_takes_a_path_and_refuses_what_is_not_a_set(toy, tmp_path):
     for bad in (None, 3, [syn]):
         with pytest.raises(TypeError, match="SyntheticSet, ImageData or the path"):
             evaluate(bad, **kw)
+
+
+def test_evaluate_takes_a_named_protocol_in_the_protocol_slot_and_checks_its_lr(toy):
+    from datadistill.config import ConfigError
+    from datadistill.evaluate import evaluate
+    from datadistill.synset import SyntheticSet
+
+    syn = SyntheticSet(toy.train.images[:6], toy.train.labels[:6], toy.train.spec)
+    kw = dict(runs=1, epochs=1, test=toy.test, device="cpu", model_args={"width": 8, "depth": 2}, progress=False)
+    res = evaluate(syn, "vico", **kw)  # once read as a network called "vico"
+    assert res.extra["protocol"] == "vico" and res.lr == 0.01 and "lr_selection" not in res.extra
+    assert evaluate(syn, "convnet", aug="none", **kw).model == "convnet"  # a network name still works
+    with pytest.raises(ConfigError, match="eval lr must be > 0, got -0.1"):
+        evaluate(syn, lr=-0.1, **kw)

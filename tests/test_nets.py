@@ -219,3 +219,12 @@ def test_maps_and_embed_equal_feature_maps_and_embed():
             ref = net.feature_maps(x)
             assert len(maps) == len(ref) and all(torch.allclose(a, b) for a, b in zip(maps, ref)), name
             assert torch.allclose(emb, net.embed(x), atol=1e-6), name
+
+
+@pytest.mark.parametrize("bad", ["big", "32", b"32", True, (32.5, 32), (32,), (0, 32)])
+def test_an_image_size_that_is_not_one_or_two_positive_ints_is_refused(bad):
+    from datadistill.errors import ConfigError
+    from datadistill.nets import make_net
+
+    with pytest.raises(ConfigError, match="im_size must be"):
+        make_net("convnet", 3, 10, bad)

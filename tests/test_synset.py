@@ -82,3 +82,19 @@ def test_shape_checks():
         SyntheticSet(torch.zeros(2, 3, 4, 5), torch.zeros(3, dtype=torch.long), SPEC)
     with pytest.raises(FormatError, match="soft labels"):
         SyntheticSet(torch.zeros(2, 3, 4, 5), torch.zeros(2, 5), SPEC)
+
+
+
+def test_a_set_whose_images_or_labels_do_not_fit_its_dataset_is_refused_when_made():
+    x, y = torch.zeros(3, 3, 4, 5), torch.tensor([0, 1, 1])  # SPEC: 3 channels, 4x5, 2 classes
+    SyntheticSet(x, y, SPEC)
+    with pytest.raises(FormatError, match=r"classes 0\.\.1, found 0\.\.9"):
+        SyntheticSet(x, torch.tensor([0, 1, 9]), SPEC)
+    with pytest.raises(FormatError, match="found -1"):
+        SyntheticSet(x, torch.tensor([-1, 1, 1]), SPEC)
+    with pytest.raises(FormatError, match="integer classes"):
+        SyntheticSet(x, torch.tensor([0.0, 1.0, 1.0]), SPEC)
+    with pytest.raises(FormatError, match=r"the dataset's are \(3, 4, 5\)"):
+        SyntheticSet(torch.zeros(3, 1, 4, 5), y, SPEC)
+    with pytest.raises(FormatError, match="the dataset's are"):
+        SyntheticSet(torch.zeros(3, 3, 5, 4), y, SPEC)

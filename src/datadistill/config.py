@@ -229,8 +229,6 @@ def validate(cfg: DistillConfig) -> None:
     for m in [cfg.model, *cfg.eval.models]:
         if str(m).lower() not in list_nets():
             raise ConfigError(f"unknown network {m!r}; valid choices: {', '.join(list_nets())}")
-    if cfg.eval.lr is not None and not cfg.eval.lr > 0:
-        raise ConfigError(f"eval lr must be > 0, got {cfg.eval.lr}")
     check_precision(cfg.eval.precision)
     for switch in ("compile", "channels_last", "dsa_digit_rule"):
         if not isinstance(getattr(cfg.eval, switch), bool):
@@ -270,6 +268,8 @@ def check_protocol(p: EvalConfig) -> None:
         raise ConfigError(f"eval epochs must be >= 1, got {p.epochs}")
     if p.runs < 0:
         raise ConfigError(f"eval runs must be >= 0, got {p.runs}")
+    if p.lr is not None and not p.lr > 0:
+        raise ConfigError(f"eval lr must be > 0, got {p.lr}")
     if not p.temperature > 0:
         raise ConfigError(f"eval temperature must be > 0, got {p.temperature}")
     if not p.mix_beta > 0:

@@ -133,7 +133,8 @@ def evaluate(
     `protocol`: the evaluation protocol, an `EvalConfig` (a run's ``cfg.eval``); `settings`
     override its fields by name (``runs=5, epochs=300, lr=0.01, aug="none", ...``), which is also
     the keyword form of the Python API: without a protocol they apply to the defaults below.
-    A string in place of the protocol is taken as `model` (``evaluate(syn, "lenet")``).
+    A string in place of the protocol is a named protocol (``evaluate(syn, "vico")``, one of
+    `protocols.protocol_names()`), or else taken as `model` (``evaluate(syn, "lenet")``).
     `model` None: the protocol's first network.
 
     Defaults without a protocol: 5 runs; `epochs` None: 1000 with DSA, 300 without (the papers'
@@ -178,8 +179,13 @@ def evaluate(
     elif not isinstance(syn, (SyntheticSet, ImageData)):
         raise TypeError(f"evaluate takes a SyntheticSet, ImageData or the path of a run folder or set file, "
                         f"got {type(syn).__name__}")
-    if isinstance(protocol, str):
-        model, protocol = protocol if model is None else model, None
+    if isinstance(protocol, str):  # a named protocol ("vico", "ddranking", ...), else a network
+        from .protocols import load_protocol, protocol_names
+
+        if protocol in protocol_names():
+            protocol = load_protocol(protocol)
+        else:
+            model, protocol = protocol if model is None else model, None
     p = protocol_with(protocol, settings)
     check_protocol(p)
     model = model if model is not None else p.models[0]

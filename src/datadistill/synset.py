@@ -52,6 +52,15 @@ class SyntheticSet:
             raise FormatError(
                 f"soft labels have {self.labels.shape[1]} columns, dataset has {self.spec.num_classes} classes"
             )
+        want = (self.spec.channels, *self.spec.im_size)
+        if tuple(self.images.shape[1:]) != tuple(want):
+            raise FormatError(f"synthetic images are {tuple(self.images.shape[1:])} (C, H, W), the dataset's are {want}")
+        if self.labels.ndim == 1 and n:
+            if self.labels.is_floating_point() or self.labels.dtype == torch.bool:
+                raise FormatError(f"hard labels must be integer classes, got {self.labels.dtype}")
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= self.spec.num_classes:
+                raise FormatError(f"labels must be classes 0..{self.spec.num_classes - 1}, found {lo}..{hi}")
         r = self.region_labels
         if r is not None and (r.ndim != 3 or r.shape[0] != n or r.shape[2] != self.spec.num_classes):
             raise FormatError(f"region labels must be ({n}, regions, {self.spec.num_classes}), got {tuple(r.shape)}")

@@ -104,11 +104,13 @@ def make_net(
 
 def normalize_im_size(im_size: int | Iterable[int]) -> tuple[int, int]:
     """`32` or `(32, 32)` or `[32, 32]` -> `(32, 32)`; rejects anything else."""
+    if isinstance(im_size, bool) or isinstance(im_size, (str, bytes)):
+        raise ConfigError(f"im_size must be an int or (height, width), got {im_size!r}")
     if isinstance(im_size, int):
         size = (im_size, im_size)
     else:
         try:
-            size = tuple(int(v) for v in im_size)
+            size = tuple(operator.index(v) for v in im_size)
         except TypeError:
             raise ConfigError(f"im_size must be an int or (height, width), got {im_size!r}") from None
     if len(size) != 2 or min(size) < 1:
