@@ -58,6 +58,9 @@ def check_flags(argv: list[str]) -> None:
     known = HARNESS_FLAGS | set(re.findall(r"--[a-z][a-z0-9-]*", doc))
     unknown = [a for a in argv[1:] if a.startswith("-") and not a.lstrip("-").replace(".", "").isdigit() and a not in known]
     if unknown:
+        flag, _, value = unknown[0].partition("=")
+        if value and flag in known:
+            _usage_error(argv[0], f"write {flag} {value} (a space, not =)")
         _usage_error(argv[0], f"unknown option {unknown[0]}")
 
 
