@@ -74,3 +74,35 @@ def test_errors_are_one_line_with_exit_2(args, fragment, capsys, tmp_path):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "datadistill", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "distill" in r.stdout
+
+
+def test_no_command_overwrites_a_file_of_another_kind(run_dir, tmp_path, capsys):
+    """show, difficulty, import, report and export once wrote over whatever had the output's name: a
+    PNG over the very set it showed, EL2N scores over a run's set, an export over an MTT run's own
+    images_best.pt. Each refuses before any work; a re-run over its own kind of file still works."""
+    set_file = run_dir / "synset.safetensors"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    mtt_run = tmp_path / "logged_files"
+    mtt_run.mkdir()
+    (mtt_run / "images_best.pt").write_bytes(b"the reference's own file")
+    before = {p: p.read_bytes() for p in (set_file, notes, mtt_run / "images_best.pt")}
+    refused = [
+        ["show", str(run_dir), "--out", str(set_file)],
+        ["show", str(run_dir), "--out", str(notes)],
+        ["difficulty", "--dataset", "mnist-5k", "--nets", "1", "--epochs", "0", "--out", str(set_file), "--no-progress"],
+        ["import", str(mtt_run / "images_best.pt"), "--format", "mtt", "--dataset", "mnist-5k", "--out", str(notes)],
+        ["report", str(run_dir), "--out", str(notes)],
+        ["export", str(run_dir), str(notes), "--format", "grid"],
+        ["export", str(run_dir), str(mtt_run), "--format", "mtt"],
+    ]
+    for args in refused:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and ("already exists" in err), (args, err)
+    assert {p: p.read_bytes() for p in before} == before
+    png = tmp_path / "grid.png"
+    for _ in range(2):  # the same command twice: its own output is refreshed
+        assert main(["show", str(run_dir), "--out", str(png)]) == 0
+        assert main(["export", str(run_dir), str(tmp_path / "exp-mtt"), "--format", "mtt"]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG") and (tmp_path / "exp-mtt" / "images_best.pt").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, DatadistillError
-from .fileio import check_out_dir, check_out_file
+from .fileio import check_out_dir, check_out_file, is_html, is_json, is_png, safetensors_format
 from .perf import tune_allocator
 
 
@@ -386,7 +386,9 @@ def cmd_difficulty(a: argparse.Namespace) -> int:
 
     settings = expert_settings(a.dataset, a.preset, curriculum="el2n", score_nets=a.nets, score_epochs=a.epochs,
                                model=a.model, model_args=dict(a.model_arg) or None, batch_size=a.batch_size, seed=a.seed)
-    check_out_file(a.out)
+    from .methods.trajectory.difficulty import SCORES_FORMAT
+
+    check_out_file(a.out, kind="an EL2N scores file", replaces=lambda p: safetensors_format(p) == SCORES_FORMAT)
     data = load_dataset(a.dataset, a.data_root, progress=not a.no_progress)
     scores, computed = ensure_scores(a.out, data.train, settings.score_settings(), device=resolve_device(a.device or "auto"),
                                      progress=not a.no_progress, log=_stderr)
@@ -426,6 +428,9 @@ def _import_set(a: argparse.Namespace):
 
 
 def cmd_import(a: argparse.Namespace) -> int:
+    from .synset import FORMAT
+
+    check_out_file(a.out, kind="a datadistill synthetic set", replaces=lambda p: safetensors_format(p) == FORMAT)
     syn = _import_set(a)
     print(syn.save(a.out))
     return 0
@@ -461,7 +466,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     target = Path(a.run)
     dest = check_out_file(target / EVALUATE if target.is_dir() else target.parent / f"{target.stem}.{EVALUATE}",
-                          "the results file")
+                          "the results file", kind="a JSON file", replaces=is_json)
     # Under torchrun each process trains its share of every network's runs (evaluate gathers them).
     device = dist.process_device(resolve_device(a.device or "auto"))  # under torchrun: one GPU per process
     dist.init_from_env(device)
@@ -560,7 +565,8 @@ def cmd_baseline(a: argparse.Namespace) -> int:
     from .fileio import write_json
     from .run import run_name
 
-    dest = check_out_file(Path(a.out) if a.out else Path("runs") / f"baseline-{run_name(a.dataset)}-{a.model}.json")
+    dest = check_out_file(Path(a.out) if a.out else Path("runs") / f"baseline-{run_name(a.dataset)}-{a.model}.json",
+                          kind="a JSON file", replaces=is_json)
     res = full_data_baseline(
         a.dataset, model=a.model, epochs=a.epochs if a.epochs is not None else DEFAULT_EPOCHS, runs=a.runs,
         lr=a.lr if a.lr is not None else DEFAULT_LR, aug=a.aug, seed=a.seed, model_args=dict(a.model_arg),
@@ -583,7 +589,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     else:
         dest = target / SHOW if target.is_dir() else target.with_suffix(".png")
     init = target / GRID_INIT if target.is_dir() and (target / GRID_INIT).exists() else None
-    save_comparison(syn, check_out_file(dest), init_grid=init)
+    save_comparison(syn, check_out_file(dest, kind="a PNG image", replaces=is_png), init_grid=init)
     print(dest)
     return 0
 
@@ -623,7 +629,7 @@ def cmd_nas(a: argparse.Namespace) -> int:
         dest = Path(a.out)
     else:
         dest = target / "nas.json" if target.is_dir() else target.parent / f"{target.stem}.nas.json"
-    check_out_file(dest)
+    check_out_file(dest, kind="a JSON file", replaces=is_json)
     splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
     res = architecture_search(
         syn, splits, variants=a.variants, real_subset=a.real_subset, val_subset=a.val_subset, epochs_syn=a.epochs_syn,
@@ -645,7 +651,7 @@ def cmd_continual(a: argparse.Namespace) -> int:
     dataset = a.dataset or (None if not is_method else "mnist-5k")
     ipc = a.ipc if a.ipc is not None else (10 if is_method else None)
     if a.out:
-        check_out_file(a.out)
+        check_out_file(a.out, kind="a JSON file", replaces=is_json)
     res = continual_learning(
         dataset, steps=a.steps, ipc=ipc, memory=a.memory, preset=a.preset, epochs=a.epochs, runs=a.runs,
         seed=a.seed, data_root=a.data_root, device=a.device or "auto",
@@ -668,7 +674,7 @@ def cmd_continual(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(write_report(a.runs, check_out_file(a.out), title=a.title))
+    print(write_report(a.runs, check_out_file(a.out, kind="an HTML file", replaces=is_html), title=a.title))
     return 0
 
 

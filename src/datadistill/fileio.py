@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import OutputError
 
@@ -119,13 +119,61 @@ def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
-def check_out_file(path: str | os.PathLike, what: str = "--out") -> Path:
-    """Refuse, before any work, an output file that is a folder or whose folder cannot be written."""
+def check_out_file(path: str | os.PathLike, what: str = "--out", *, kind: str | None = None,
+                   replaces: Callable[[Path], bool] | None = None) -> Path:
+    """Refuse, before any work, an output file that is a folder or whose folder cannot be written.
+
+    With `replaces`, an existing file is replaced only if `replaces(path)` says it is of the `kind`
+    the command writes: re-running a command refreshes its own output, and never overwrites a file
+    of another kind (a synthetic set, a checkpoint, a text file) that happens to have the name."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {path} is a folder; give a file name")
+    if replaces is not None and path.exists() and not replaces(path):
+        raise OutputError(f"{what} {path} already exists and is not {kind}; writing would destroy it: "
+                          f"give another file name (or delete it)")
     check_out_dir(path.parent, what=f"{what} {path}: the folder")
     return path
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def is_png(path: Path) -> bool:
+    """Whether `path` starts with the PNG signature."""
+    return _head(path, 8) == b"\x89PNG\r\n\x1a\n"
+
+
+def is_json(path: Path, limit: int = 64 << 20) -> bool:
+    """Whether `path` holds one JSON value (files above `limit` bytes are not read: False)."""
+    try:
+        if path.stat().st_size > limit:
+            return False
+        json.loads(path.read_bytes())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def is_html(path: Path) -> bool:
+    head = _head(path, 512).lstrip().lower()
+    return head.startswith(b"<!doctype html") or head.startswith(b"<html")
+
+
+def safetensors_format(path: Path) -> str | None:
+    """The `format` tag in a safetensors file's header (datadistill's files carry one), else None."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:

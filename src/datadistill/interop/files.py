@@ -19,7 +19,7 @@ import torch
 
 from .._version import __version__
 from ..data.base import DatasetSpec
-from ..errors import FormatError
+from ..errors import FormatError, OutputError
 from ..fileio import atomic_path, write_json
 
 NOTE_FILE = "datadistill.json"  # written by an export: how the images are stored, for the way back
@@ -138,6 +138,18 @@ def read_note(folder: Path) -> dict | None:
     if not isinstance(note, dict) or "images" not in note:
         raise FormatError(f"{p}: not a datadistill export note (no 'images' field)")
     return note
+
+
+def check_free(folder: Path, names) -> None:
+    """Refuse, before anything is written, an export that would replace a file of `folder` it did
+    not write: a folder holding an export note (a datadistill export wrote it) is refreshed, any other
+    keeps its files (an MTT run's own images_best.pt, say)."""
+    if (folder / NOTE_FILE).is_file():
+        return
+    for name in names:
+        if (folder / name).exists():
+            raise OutputError(f"{folder / name} already exists and was not written by a datadistill export; "
+                              f"export into a new or empty folder (or delete it)")
 
 
 def write_note(folder: Path, fmt: str, spec: DatasetSpec, space: str) -> None:

@@ -18,7 +18,7 @@ import torch
 from ..data.base import DatasetSpec
 from ..data.folder import _class_dirs, _header, _image_files, _read
 from ..errors import FormatError
-from ..fileio import check_out_dir, check_out_file
+from ..fileio import check_out_dir, check_out_file, is_png
 from ..synset import SyntheticSet, _safe_name
 from .registry import Format, ImportOptions, register_format
 from .space import PIXELS, into_set, resolve_space
@@ -92,4 +92,4 @@ class Grid(Format):
     readable = False
 
     def write(self, syn: SyntheticSet, dest: Path) -> str:
-        return str(syn.save_grid(check_out_file(dest, "the grid file")))
+        return str(syn.save_grid(check_out_file(dest, "the grid file", kind="a PNG image", replaces=is_png)))

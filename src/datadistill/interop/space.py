@@ -154,8 +154,10 @@ def write_folder(folder: Path, fmt: str, syn: SyntheticSet, space: str, tensors:
                  lr_name: str) -> list[str]:
     """Write `tensors` (file name -> tensor), the set's learned lr as `lr_name`, its whitening if the
     images stay whitened, and the note recording `space`, into `folder`; the names written."""
-    from .files import save_pt, write_note
+    from .files import NOTE_FILE, check_free, save_pt, write_note
 
+    check_free(folder, [*tensors, *([lr_name] if syn.lr is not None else []), *([ZCA_FILE] if space == ZCA else []),
+                        NOTE_FILE])
     for name, t in tensors.items():
         save_pt(t.contiguous(), folder / name)
     written = list(tensors)

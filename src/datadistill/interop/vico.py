@@ -73,6 +73,7 @@ class VICO(Format):
             method = str(syn.meta.get("method") or cfg.get("method") or "datadistill")
             model = str(cfg.get("model") or "ConvNet")
             dest = dest / f"res_{method}_{VICO_NAMES.get(syn.spec.name, syn.spec.name)}_{model}_{syn.ipc}ipc.pt"
+        files.check_free(dest.parent, [dest.name])
         images, _ = out_of_set(syn, keep_zca=False)
         files.save_pt({"data": [[images, syn.labels.detach().cpu().long().contiguous()]], "accs_all_exps": {}}, dest)
         undone = " (ZCA undone)" if syn.zca is not None else ""
