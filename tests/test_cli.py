@@ -106,3 +106,21 @@ def test_no_command_overwrites_a_file_of_another_kind(run_dir, tmp_path, capsys)
         assert main(["show", str(run_dir), "--out", str(png)]) == 0
         assert main(["export", str(run_dir), str(tmp_path / "exp-mtt"), "--format", "mtt"]) == 0
     assert png.read_bytes().startswith(b"\x89PNG") and (tmp_path / "exp-mtt" / "images_best.pt").exists()
+
+
+def test_a_folder_of_one_kind_is_refused_as_the_output_of_another(run_dir, tmp_path, capsys):
+    # distill, experts and teacher once wrote into one another's folders (a run's files beside a
+    # teacher's, a manifest.json into a run folder)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "manifest.json").write_text(json.dumps({"format": "datadistill.teacher"}))
+    listing = sorted(p.name for p in run_dir.iterdir())
+    for args, says in ((["distill", *TINY, "--out", str(teacher)], "holds a teacher, not a distillation run"),
+                       (["experts", "--dataset", "mnist-5k", "--out", str(teacher)], "holds a teacher, not an experts folder"),
+                       (["teacher", "--dataset", "mnist-5k", "--out", str(run_dir)], "holds a distillation run, not a teacher"),
+                       (["experts", "--dataset", "mnist-5k", "--out", str(run_dir)], "holds a distillation run")):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and says in err and "\n" not in err, err
+    assert sorted(p.name for p in teacher.iterdir()) == ["manifest.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == listing

@@ -311,7 +311,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     cfg = resolve_config(**given)
     if a.dry_run:
         return _print_dry_run(cfg, progress=not a.no_progress)
-    out = check_out_dir(Path(a.out) if a.out else default_out(cfg))
+    out = check_out_dir(Path(a.out) if a.out else default_out(cfg), kind="run")
     res = run_distillation(cfg, out, progress=not a.no_progress)  # joins torchrun's process group, if any
     if not dist.is_main():  # the other processes of a torchrun launch hold the same set
         return 0
@@ -355,7 +355,7 @@ def cmd_experts(a: argparse.Namespace) -> int:
 
     given = given_fields(a, ExpertSettings)
     settings = expert_settings(given.pop("dataset"), a.preset, **given)
-    report = train_experts(settings, check_out_dir(a.out), data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress)
+    report = train_experts(settings, check_out_dir(a.out, kind="experts"), data_root=a.data_root, device=a.device or "auto", progress=not a.no_progress)
     if dist.is_main():  # under torchrun every process returns the report; one prints it
         print(report.summary())
     return 0
@@ -366,6 +366,7 @@ def cmd_teacher(a: argparse.Namespace) -> int:
 
     given = given_fields(a, TeacherSettings)
     dataset = given.pop("dataset")
+    check_out_dir(a.out, kind="teacher")
     if a.from_file:
         m = import_teacher(a.from_file, dataset, given.get("model", "convnet_bn"), a.out,
                            model_args=given.get("model_args"), data_root=a.data_root, device=a.device or "auto",

@@ -93,10 +93,36 @@ def _missing_chain(path: Path) -> tuple[Path, list[Path]]:
     return p, missing[::-1]
 
 
-def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+FOLDER_KINDS = {"run": "a distillation run", "experts": "an experts folder", "teacher": "a teacher"}
+
+
+def folder_kind(path: Path) -> str | None:
+    """What a datadistill folder holds: the artifact its manifest names ("experts", "teacher"), "run"
+    for a distillation run (config.yaml beside a run's files), None for a new or any other folder."""
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        try:
+            fmt = json.loads(manifest.read_text()).get("format")
+        except (OSError, ValueError, AttributeError):
+            fmt = None
+        if isinstance(fmt, str) and fmt.startswith("datadistill."):
+            return fmt.split(".", 1)[1]
+    if (path / "config.yaml").is_file() and any((path / n).exists() for n in ("metrics.jsonl", "checkpoint.pt",
+                                                                              "synset.safetensors")):
+        return "run"
+    return None
+
+
+def check_out_dir(path: str | os.PathLike, what: str = "--out", kind: str | None = None) -> Path:
     """Refuse, before any work, an output folder that cannot be made or written: a file in its
-    place or above it, no permission, a read-only file system. Leaves the disk as it was."""
+    place or above it, no permission, a read-only file system. Leaves the disk as it was. With
+    `kind` ("run", "experts", "teacher"), also a folder that holds another kind of datadistill
+    folder (a teacher's files are not a distillation's to resume or mix with)."""
     path = Path(path)
+    found = folder_kind(path) if kind is not None and path.is_dir() else None
+    if found is not None and found != kind:
+        raise OutputError(f"{what} {path} holds {FOLDER_KINDS.get(found, 'a datadistill ' + found)}, not {FOLDER_KINDS[kind]}; "
+                          f"give another folder")
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder; give a folder (new or a run folder)")
     top, missing = _missing_chain(path)
