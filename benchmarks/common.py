@@ -64,11 +64,11 @@ def check_flags(argv: list[str]) -> None:
         _usage_error(argv[0], f"unknown option {unknown[0]}")
 
 
-def data_root_arg(argv: list[str]) -> str:
+def data_root_arg(argv: list[str], required: bool = False) -> str:
     """The data root of a benchmark's command line: `--data-root DIR`, else $DATADISTILL_DATA, else
     ../shared/data beside the checkout. A folder named on the command line or in the environment
-    that does not exist ends the script with an `error:` line (the default may be absent: smoke runs
-    and embedded datasets need none)."""
+    that does not exist ends the script with an `error:` line; so does an absent default when
+    `required` (a script that reads real data; smoke runs and embedded datasets need none)."""
     if "--data-root" in argv:
         i = argv.index("--data-root")
         if i + 1 >= len(argv):
@@ -76,8 +76,10 @@ def data_root_arg(argv: list[str]) -> str:
         root, named = argv[i + 1], "--data-root"
     elif os.environ.get("DATADISTILL_DATA"):
         root, named = os.environ["DATADISTILL_DATA"], "$DATADISTILL_DATA"
-    else:
+    elif not required:
         return str(DEFAULT_DATA)
+    else:
+        root, named = str(DEFAULT_DATA), "the default data root"
     if not (len(argv) > 1 and argv[1] == "--one") and not Path(root).is_dir():
         _usage_error(argv[0], f"{named} {root} is not a folder; give the folder that holds the datasets")
     return root

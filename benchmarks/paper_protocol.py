@@ -214,14 +214,11 @@ def summary(rows: list[dict]) -> list[dict]:
 def main(argv: list[str]) -> None:
     check_flags(argv)
     smoke, gpu = "--smoke" in argv, "--gpu" in argv
-    data_root = data_root_arg(argv)
+    data_root = data_root_arg(argv, required=True)
     dest = RESULTS / f"{NAME}{'_gpu' if gpu else ''}{'_smoke' if smoke else ''}.json"
     if "--out" in argv:
         dest = Path(argv[argv.index("--out") + 1]).resolve()
         dest.parent.mkdir(parents=True, exist_ok=True)
-    if not (len(argv) > 2 and argv[1] == "--one") and not Path(data_root).is_dir():
-        print(f"error: data root {data_root} is not a folder (--data-root DIR or $DATADISTILL_DATA)", file=sys.stderr)
-        sys.exit(2)
     gpu_dataset = argv[argv.index("--dataset") + 1] if "--dataset" in argv else None
     run_jobs(NAME, plan(data_root, smoke, gpu, gpu_dataset), {"paper": job_paper}, argv,
              label_keys=("method", "dataset", "ipc", "flip"), dest=dest,
