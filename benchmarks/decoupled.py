@@ -29,8 +29,8 @@ Usage: python benchmarks/decoupled.py [--data-root DIR] [--resume] [--only I,J] 
                                                      epochs, lr 0.01; its rows are kept apart)
        python benchmarks/decoupled.py --summarize   (the README table and the plot from the JSON)
 
-Not here: RDED on the generated 1.28M-image dataset (a cost figure) needs the out-of-core store
-of the data-at-scale issue.
+Not here: RDED on the generated 1.28M-image dataset (a cost figure, no accuracy) is measured by
+benchmarks/scale.py's `rded` jobs, on the out-of-core store that benchmark builds.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from datadistill.methods.trajectory.difficulty import (
     schedule_table,
     score_el2n,
 )
-from datadistill.errors import ConfigError
+from datadistill.errors import ConfigError, OutputError
 from datadistill.methods.trajectory import ExpertSettings, expert_settings, load_experts, open_experts, train_experts
 from datadistill.methods import get_method, initial_synset
 from datadistill.methods.trajectory.pad import PAD, depth_keep_mask, kept_per_tensor, loss_keep_mask
@@ -123,6 +123,23 @@ def test_scores_are_stored_reusable_and_refused_for_other_data(tmp_path, small):
     assert not computed and torch.equal(again.values, scores.values)
     _, computed = ensure_scores(tmp_path / "el2n.safetensors", other.train, s)  # another dataset: recomputed
     assert computed
+
+
+def test_ensure_scores_never_overwrites_a_file_of_another_kind(tmp_path, small):
+    s = ScoreSettings(num_nets=1, epochs=0, model_args={"width": 2, "depth": 1})
+    for name, body in (("notes.txt", b"keep me"), ("ckpt.safetensors", None)):
+        path = tmp_path / name
+        if body is None:  # a safetensors file that is not scores (a checkpoint, a set)
+            from safetensors.torch import save_file
+            save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "something.else"})
+        else:
+            path.write_bytes(body)
+        before = path.read_bytes()
+        with pytest.raises(OutputError, match="is not an EL2N scores file"):
+            ensure_scores(path, small.train, s)
+        assert path.read_bytes() == before
+    with pytest.raises(OutputError, match="is a folder"):
+        ensure_scores(tmp_path, small.train, s)
 
 
 # -- the data scheduler ---------------------------------------------------------------------------

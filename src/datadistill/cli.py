@@ -381,15 +381,13 @@ def cmd_teacher(a: argparse.Namespace) -> int:
 
 def cmd_difficulty(a: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .methods.trajectory.difficulty import ensure_scores
+    from .methods.trajectory.difficulty import check_scores_path, ensure_scores
     from .methods.trajectory import expert_settings
     from .rng import resolve_device
 
     settings = expert_settings(a.dataset, a.preset, curriculum="el2n", score_nets=a.nets, score_epochs=a.epochs,
                                model=a.model, model_args=dict(a.model_arg) or None, batch_size=a.batch_size, seed=a.seed)
-    from .methods.trajectory.difficulty import SCORES_FORMAT
-
-    check_out_file(a.out, kind="an EL2N scores file", replaces=lambda p: safetensors_format(p) == SCORES_FORMAT)
+    check_scores_path(a.out)
     data = load_dataset(a.dataset, a.data_root, progress=not a.no_progress)
     scores, computed = ensure_scores(a.out, data.train, settings.score_settings(), device=resolve_device(a.device or "auto"),
                                      progress=not a.no_progress, log=_stderr)

@@ -49,7 +49,7 @@ from safetensors.torch import save_file
 from ..._version import __version__
 from ...data import ImageData
 from ...errors import ConfigError, FormatError
-from ...fileio import atomic_path
+from ...fileio import atomic_path, check_out_file, safetensors_format
 from ...nets import make_net
 from ...rng import make_generator
 from ...train import train_model
@@ -207,11 +207,19 @@ def compute_scores(train: ImageData, settings: ScoreSettings, *, device="cpu", p
     return Scores(values, data_fingerprint(train), train.spec.name, asdict(settings), time.perf_counter() - t0)
 
 
+def check_scores_path(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse, before any work, a scores destination that is a folder, cannot be written, or is a
+    file of another kind (a synthetic set, a checkpoint) that writing the scores would destroy."""
+    return check_out_file(path, what, kind="an EL2N scores file",
+                          replaces=lambda p: safetensors_format(p) == SCORES_FORMAT)
+
+
 def ensure_scores(path: str | os.PathLike, train: ImageData, settings: ScoreSettings, *, device="cpu",
                   progress=False, log=None) -> tuple[Scores, bool]:
     """The scores in `path` if it holds scores of this training split with these settings, else
-    computed and written there. Returns (scores, whether they were computed now)."""
-    path = Path(path)
+    computed and written there. Returns (scores, whether they were computed now). A file of
+    another kind at `path` is refused (OutputError), never overwritten."""
+    path = check_scores_path(path, "the scores file")
     if path.exists():
         try:
             old = load_scores(path, train)
