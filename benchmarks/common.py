@@ -210,7 +210,9 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
     JSON`), the results file rewritten (atomically) after each one.
 
     `--resume` keeps the finished rows of the existing file and runs the others; `--only I,J` runs
-    only those spec indices (0-based) and keeps the other rows. With either, the file is re-read
+    only those spec indices (0-based) and keeps the other rows. With either, rows of jobs this plan
+    does not hold (another budget's, a job since renamed) stay in the file after this plan's rows,
+    never dropped: only `--fresh` discards measured rows. With either, the file is re-read
     before each write, so two processes running different rows of one script both land in it.
     Every new row records its spec, date, machine (commit, threads) and wall seconds."""
     if "--list" in argv:
@@ -246,6 +248,8 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
         print(f"    done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         on_disk = _previous_rows(dest) if merge else {}
         rows = [r for r in (done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs) if r]
+        planned = {spec_key(s) for s in specs}  # rows of jobs another plan ran (--short, --smoke...) stay
+        rows += [r for k, r in on_disk.items() if k not in planned]
         doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": this_machine,
                **(extra(rows) if extra else {}), "results": rows}
         write_atomic(dest, doc)

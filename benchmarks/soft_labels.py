@@ -8,21 +8,27 @@ each. One ConvNet-BN teacher per dataset (`datadistill teacher`, quick preset) a
 baseline per dataset (`datadistill baseline`, for HLR).
 
 Jobs, each in its own process, results in benchmarks/results/soft_labels.json after every job:
-  teacher   DATASET                  the teacher (runs/soft-teacher-DATASET), its accuracy and cost
-  baseline  DATASET                  ConvNet on the full training split (runs/soft-baseline-DATASET.json)
+  teacher   DATASET                  the teacher (runs/soft/teacher-DATASET), its accuracy and cost
+  baseline  DATASET                  ConvNet on the full training split (runs/soft/baseline-DATASET.json)
   experts   DATASET KIND             MTT's (plain) and PAD's (el2n) quick experts for the CIFAR-10 subset
-                                     and MNIST (runs/soft-experts-DATASET-KIND)
-  set       DATASET METHOD           the distillation (runs/soft-DATASET-METHOD-ipc10, resumable)
-  eval      DATASET METHOD PROTOCOL  the evaluation and the scores of one set under one protocol (each of
-                                     its evaluations kept in runs/soft-scores-DATASET-METHOD-PROTOCOL as it
-                                     ends: one job is hours of CPU, and a cut-off job continues from there)
+                                     and MNIST (runs/soft/experts-DATASET-KIND)
+  set       DATASET METHOD           the distillation (runs/soft/DATASET-METHOD-ipc10, resumable)
+  eval      DATASET METHOD PROTOCOL  the evaluation and the scores of one set under one protocol (each
+                                     evaluation kept in runs/soft/scores-DATASET-PROTOCOL as it ends, named
+                                     by its images and settings: a cut-off job continues from there, and
+                                     the random subset's evaluations, the same for every hard-labelled set
+                                     of a dataset, run once for all of them)
 
 The evaluation budget is reduced to fit a 2-core CPU and stated in every row: 300 epochs and
 3 runs for both protocols (the datadistill protocol's paper budget is 1,000 epochs, DD-Ranking's
-300), and the lr grid of both protocols {0.001, 0.005, 0.01, 0.05, 0.1}.
+300), and the lr grid of both protocols {0.001, 0.005, 0.01, 0.05, 0.1}: about 1.5 CPU hours
+an evaluation job. `--short` evaluates at SHORT instead (3 runs of 50 epochs at lr 0.01, no lr
+grid; decoupled.py's --short budget with 3 runs instead of 1), a sixteenth of the cost; its eval rows are separate rows of the same file (the teacher, baseline,
+experts and sets are shared), and the plot and README say which budget a figure is from.
 
 Usage: python benchmarks/soft_labels.py [--data-root DIR] [--resume] [--only I,J]   (many hours on
        a 2-core CPU: run it in parts with --only from a pinned worktree)
+       python benchmarks/soft_labels.py --short ...   (the evaluations at the SHORT budget)
        python benchmarks/soft_labels.py --smoke   (tiny budgets and networks: checks the code path;
                                                     its numbers mean nothing)
        python benchmarks/soft_labels.py --plot    (results/soft_labels.png from the JSON: each set's
@@ -43,6 +49,7 @@ DATASETS = ("mnist", "cifar10")
 METHODS = ("random", "herding", "dm", "dsa", "mtt", "pad")
 PROTOCOLS = ("datadistill", "ddranking")
 EVAL = {"runs": 3, "epochs": 300}
+SHORT = {"runs": 3, "epochs": 50, "lr": 0.01}
 
 SMOKE_NET = {"width": 8, "depth": 1}
 SMOKE = {
@@ -142,7 +149,7 @@ def job_eval(job: dict) -> dict:
     from datadistill.synset import SyntheticSet
 
     syn = SyntheticSet.load(_path(job, job["dataset"], job["method"], f"ipc{IPC}"))
-    budget = SMOKE["eval"] if job.get("smoke") else EVAL
+    budget = SMOKE["eval"] if job.get("smoke") else (SHORT if job.get("budget") == "short" else EVAL)
     teacher = str(_path(job, "teacher", job["dataset"])) if job["protocol"] == "ddranking" else None
     protocol = load_protocol(job["protocol"], teacher=teacher, **budget)
     if syn.zca is not None and protocol.labels == "teacher":
@@ -152,7 +159,7 @@ def job_eval(job: dict) -> dict:
     data = load_dataset(job["dataset"], job["data_root"], progress=False)
     t0 = time.perf_counter()
     s = rank_scores(syn, protocol, "convnet", full, test=data.test, train=data.train, val=data.val,
-                    cache=_path(job, "scores", job["dataset"], job["method"], job["protocol"]))
+                    cache=_path(job, "scores", job["dataset"], job["protocol"]))
     acc = s["accuracies"]
     return {"job": "eval", "dataset": job["dataset"], "method": job["method"], "protocol": job["protocol"],
             "budget": budget, "accuracy": {"mean": float(np.mean(acc["set"])), "std": float(np.std(acc["set"])),
@@ -164,7 +171,7 @@ def job_eval(job: dict) -> dict:
 JOBS = {"teacher": job_teacher, "baseline": job_baseline, "experts": job_experts, "set": job_set, "eval": job_eval}
 
 
-def plan(data_root: str, smoke: bool) -> list[dict]:
+def plan(data_root: str, smoke: bool, short: bool = False) -> list[dict]:
     base = {"data_root": data_root, "smoke": smoke}
     datasets = ("mnist-5k",) if smoke else DATASETS
     jobs = []
@@ -172,34 +179,41 @@ def plan(data_root: str, smoke: bool) -> list[dict]:
         jobs += [{"job": "teacher", "dataset": d, **base}, {"job": "baseline", "dataset": d, **base}]
         jobs += [{"job": "experts", "dataset": d, "kind": k, **base} for k in ("plain", "el2n")]
         jobs += [{"job": "set", "dataset": d, "method": m, **base} for m in METHODS]
-        jobs += [{"job": "eval", "dataset": d, "method": m, "protocol": p, **base} for m in METHODS for p in PROTOCOLS]
+        jobs += [{"job": "eval", "dataset": d, "method": m, "protocol": p, **base,
+                  **({"budget": "short"} if short else {})} for m in METHODS for p in PROTOCOLS]
     return jobs
 
 
+def _budget_name(row: dict) -> str:
+    b = row.get("budget") or {}
+    return f"{b.get('runs')} x {b.get('epochs')} epochs" + (f", lr {b['lr']}" if b.get("lr") else ", lr grid")
+
+
 def plot(doc: dict, dest: Path) -> Path:
-    """One panel per dataset: each method's gain over the random subset under the same protocol
-    (DD-Ranking's IOR, mean over the evaluation runs with their spread as error bars), one bar per
-    protocol. Evaluations not yet run are left out."""
+    """One panel per dataset and evaluation budget: each method's gain over the random subset under
+    the same protocol (DD-Ranking's IOR, mean over the evaluation runs with their spread as error
+    bars), one bar per protocol. Evaluations not yet run are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     evals = [r for r in doc["results"] if r.get("job") == "eval" and "scores" in r]
-    datasets = [d for d in dict.fromkeys(r["dataset"] for r in evals)]
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5 * max(1, len(datasets)), 3.6), squeeze=False)
+    panels = list(dict.fromkeys((r["dataset"], _budget_name(r)) for r in evals))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.6), squeeze=False)
     width = 0.8 / len(PROTOCOLS)
-    for ax, dataset in zip(axes[0], datasets):
-        methods = [m for m in METHODS if any(r["dataset"] == dataset and r["method"] == m for r in evals)]
+    for ax, (dataset, budget) in zip(axes[0], panels):
+        mine = [r for r in evals if r["dataset"] == dataset and _budget_name(r) == budget]
+        methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
         for k, protocol in enumerate(PROTOCOLS):
-            rows = {r["method"]: r for r in evals if r["dataset"] == dataset and r["protocol"] == protocol}
+            rows = {r["method"]: r for r in mine if r["protocol"] == protocol}
             xs = [i + (k - (len(PROTOCOLS) - 1) / 2) * width for i, m in enumerate(methods) if m in rows]
             ior = [rows[m]["scores"]["ior"] for m in methods if m in rows]
             ax.bar(xs, [s["mean"] for s in ior], width, yerr=[s.get("std", 0.0) for s in ior], capsize=2,
                    label=protocol)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(methods)), methods)
-        ax.set_title(f"{dataset}, IPC {IPC}")
+        ax.set_title(f"{dataset}, IPC {IPC}, {budget}", fontsize=9)
         ax.set_ylabel("accuracy gain over random (points)")
         ax.legend(title="protocol", fontsize=8)
     return save_figure(fig, dest)
@@ -212,8 +226,9 @@ def main(argv: list[str]) -> Path | None:
     if "--plot" in argv:
         return redraw(plot, dest)
     data_root = data_root_arg(argv)
-    run_jobs(NAME, plan(data_root, smoke), JOBS, argv, label_keys=("job", "dataset", "method", "kind", "protocol"),
-             dest=dest, extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL})
+    run_jobs(NAME, plan(data_root, smoke, "--short" in argv), JOBS, argv,
+             label_keys=("job", "dataset", "method", "kind", "protocol", "budget"), dest=dest,
+             extra=lambda rows: {"smoke": smoke, "eval_budget": EVAL, "short_budget": SHORT})
     redraw(plot, dest)
 
 

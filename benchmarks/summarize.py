@@ -336,11 +336,12 @@ def soft_labels_table(doc: dict) -> str:
                          f"{r['distill_seconds']:.0f} | {provenance(r, doc)} |")
     evals = [r for r in rows if r.get("job") == "eval" and "scores" in r]
     if evals:
-        lines += ["", "| dataset | method | protocol | set % | random % | IOR | HLR | LRS | ARS |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| dataset | method | protocol | budget | set % | random % | IOR | HLR | LRS | ARS |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in evals:
-            s = r["scores"]
-            lines.append(f"| {r['dataset']} | {r['method']} | {r['protocol']} | {acc(r['accuracy'])} | "
+            s, b = r["scores"], r.get("budget") or {}
+            budget = f"{b.get('runs')} x {b.get('epochs')} ep, " + (f"lr {b['lr']}" if b.get("lr") else "lr grid")
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['protocol']} | {budget} | {acc(r['accuracy'])} | "
                          f"{r['random_mean']:.2f} | {s['ior']['mean']:+.2f} | {s['hlr']['mean']:+.2f} | "
                          f"{s['lrs']['mean']:.3f} | {s['ars']['mean']:.3f} |")
     return "\n".join(lines)
@@ -399,7 +400,31 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print(__doc__.strip())
+        return 0
+    for a in argv[1:]:
+        if a.startswith("-"):
+            return _error(f"unknown option {a}")
+    paths = [Path(p) for p in argv[1:]] or sorted(RESULTS.glob("*.json"))
+    tables = []
+    for p in paths:  # every file read before anything is printed: one bad file, one error line
+        try:
+            tables.append((p, table(p)))
+        except OSError as e:
+            return _error(f"cannot read {p}: {e.strerror or e}")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _error(f"{p} is not a benchmark results file (benchmarks/results/*.json)")
+    for p, t in tables:
+        print(f"### {p.stem}\n\n{t}\n")
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"error: {message} (python benchmarks/summarize.py --help)", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    paths = [Path(p) for p in sys.argv[1:]] or sorted(RESULTS.glob("*.json"))
-    for p in paths:
-        print(f"### {p.stem}\n\n{table(p)}\n")
+    sys.exit(main(sys.argv))

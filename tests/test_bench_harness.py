@@ -29,12 +29,14 @@ def fake(spec):
             "seconds_per_iteration": 1.0, "distill_seconds": 1.0}}
 common.run_one = fake
 SPECS = [{{"method": "m", "dataset": "d", "ipc": i, "preset": "quick"}} for i in (1, 2)]
+if os.environ.get("FAKE_OTHER_PLAN"):  # another budget's plan: a row the default plan does not hold
+    SPECS = [{{"method": "m", "dataset": "d", "ipc": 3, "preset": "short"}}]
 common.run_all("fake", SPECS, sys.argv)
 """
 
 
-def _run(script: Path, *args: str, fail: bool = False) -> None:
-    env = {**os.environ, "FAKE_FAIL": "1" if fail else ""}
+def _run(script: Path, *args: str, fail: bool = False, other_plan: bool = False) -> None:
+    env = {**os.environ, "FAKE_FAIL": "1" if fail else "", "FAKE_OTHER_PLAN": "1" if other_plan else ""}
     subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True, env=env)
 
 
@@ -68,6 +70,13 @@ def test_only_resume_and_provenance(tmp_path):
     assert [r["ipc"] for r in _rows(out)] == [1, 2] and (_rows(out)[1]["date"], _rows(out)[1]["job_wall_seconds"]) == first
     assert not list(tmp_path.glob("*.tmp"))
 
+    # a row of another plan (a --short budget's) survives a run of this plan, and the reverse
+    _run(script, "--resume", other_plan=True)  # this plan's rows first, then the others as they were
+    assert [r["ipc"] for r in _rows(out)] == [3, 1, 2]
+    _run(script, "--only", "1")
+    assert [r["ipc"] for r in _rows(out)] == [1, 2, 3] and calls.read_text().split()[-1] == "2"
+    _run(script, "--only", "0", other_plan=True)
+    assert [r["ipc"] for r in _rows(out)] == [3, 1, 2]
 
 
 def _fail(script: Path, *args: str) -> str:
@@ -236,3 +245,14 @@ def test_paper_protocol_table_shows_ours_beside_the_paper():
     assert "| -1.20 | 0.00031 |" in line and "| 2.00 |" in line  # the hours add every session's iterations
     assert "| 1, 2.0 | – |" in line
     assert "| dc | mnist | 1 | – | failed: exit status 1" in out
+
+
+def test_summarize_refuses_what_it_cannot_read(tmp_path):
+    script = BENCH / "summarize.py"
+    assert "Usage" in subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                                     check=True).stdout
+    text = tmp_path / "notes.json"
+    text.write_text('{"a": 1}')
+    for args, message in ((["--x"], "unknown option --x"), ([str(tmp_path / "none.json")], "cannot read"),
+                          ([str(text)], "is not a benchmark results file")):
+        assert message in _fail(script, *args)
