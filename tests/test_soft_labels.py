@@ -169,14 +169,27 @@ class _Boom:
         return (os.system, ("touch /tmp/datadistill_pwned_teacher",))
 
 
+def torch_bytes(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def test_importing_a_state_dict_refuses_code_and_checks_the_network(tmp_path, tiny, teacher):
     import os
 
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"w": _Boom()}))
-    with pytest.raises(FormatError, match="not loaded"):
+    with pytest.raises(FormatError, match="refused: .*weights_only=True"):
         import_teacher(evil, "toy", "convnet_bn", tmp_path / "x", data=tiny, device="cpu", progress=False)
     assert not os.path.exists("/tmp/datadistill_pwned_teacher")
+    for name, body in (("text.pt", b"root:x:0:0\n"), ("empty.pt", b""), ("cut.pt", torch_bytes({"w": torch.ones(3)})[:-40])):
+        (tmp_path / name).write_bytes(body)  # not torch files, or a damaged one: said so, no traceback
+        with pytest.raises(FormatError, match="not a (readable )?torch file"):
+            import_teacher(tmp_path / name, "toy", "convnet_bn", tmp_path / "x", data=tiny, device="cpu", progress=False)
+    assert not (tmp_path / "x").exists()
     good = tmp_path / "good.pt"
     torch.save(Teacher.open(teacher).network().state_dict(), good)
     with pytest.raises(ConfigError, match="not those of convnet_bn"):

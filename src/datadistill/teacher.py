@@ -249,14 +249,12 @@ def import_teacher(state_file: str | os.PathLike, dataset: str, model: str, out:
                    device: str | torch.device = "auto", progress: bool = True) -> dict:
     """A teacher folder from a state dict saved elsewhere (read with weights_only=True: a file that
     needs code to unpickle is refused)."""
+    from .interop.files import load_pt
+
     path = Path(state_file)
     if not path.is_file():
         raise FormatError(f"{path}: no such file (a state dict saved with torch.save)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise FormatError(f"{path}: not a plain state dict; it was not loaded (only tensors and containers are "
-                          f"read, nothing that runs code): {str(e).splitlines()[0][:200]}") from None
+    state = load_pt(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

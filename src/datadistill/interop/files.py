@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +35,32 @@ def _numpy_number_globals() -> list:
     return allowed
 
 
-def load_pt(path: Path):
-    """The object in a torch file, unpickled with ``weights_only=True`` (see the module docstring)."""
+def load_pt(path: str | os.PathLike):
+    """The object in a torch file, unpickled with ``weights_only=True`` (see the module docstring).
+    A file that is no torch file (neither torch's zip archive nor a pickle) is a FormatError that
+    says so; a pickle that names code (a class, a function) is refused, unrun."""
+    path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip archive, or a pickle (legacy format)
+        what = f"starts with {head!r}" if head else "is empty"
+        raise FormatError(f"{path}: not a torch file (torch.save writes a zip archive or a pickle; this file {what})")
     try:
-        with torch.serialization.safe_globals(_numpy_number_globals()):
+        with torch.serialization.safe_globals(_numpy_number_globals()), warnings.catch_warnings():
+            # torch warns about a bare pickle of protocol 4 or 5 before refusing its opcodes: the error
+            # below says it, in the one line a refusal prints
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        asked = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-        what = f" ({asked[0]})" if asked else ""
-        raise FormatError(f"{path}: refused: unpickling it needs code beyond tensors and plain containers{what}; "
-                          f"datadistill reads .pt files with torch.load(weights_only=True) only") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        asked = [ln for ln in lines if "GLOBAL" in ln]  # a pickle that names code
+        why = (f"unpickling it needs code beyond tensors and plain containers ({asked[0]})" if asked else
+               f"the safe unpickler cannot read it ({next((ln for ln in lines if 'Unsupported' in ln), type(e).__name__)})")
+        raise FormatError(f"{path}: refused: {why}; datadistill reads .pt files with torch.load(weights_only=True) "
+                          f"only, which never runs code") from None
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes torch raise is one FormatError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FormatError(f"{path}: not a readable torch file ({first})") from None
 
