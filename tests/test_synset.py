@@ -80,8 +80,12 @@ def test_shape_checks():
         SyntheticSet(torch.zeros(3, 4, 5), torch.zeros(3, dtype=torch.long), SPEC)
     with pytest.raises(FormatError):
         SyntheticSet(torch.zeros(2, 3, 4, 5), torch.zeros(3, dtype=torch.long), SPEC)
-    with pytest.raises(FormatError, match="soft labels"):
+    with pytest.raises(FormatError, match=r"soft 'labels' must be \(2, 2\)"):
         SyntheticSet(torch.zeros(2, 3, 4, 5), torch.zeros(2, 5), SPEC)
+    with pytest.raises(FormatError, match="integer classes or"):  # 2-D labels that are not floats
+        SyntheticSet(torch.zeros(2, 3, 4, 5), torch.zeros(2, 2, dtype=torch.long), SPEC)
+    with pytest.raises(FormatError, match="'region_labels' must be floats of shape"):
+        SyntheticSet(torch.zeros(2, 3, 4, 5), torch.zeros(2, dtype=torch.long), SPEC, region_labels=torch.zeros(2, 4, 3))
 
 
 
@@ -94,7 +98,7 @@ def test_a_set_whose_images_or_labels_do_not_fit_its_dataset_is_refused_when_mad
         SyntheticSet(x, torch.tensor([-1, 1, 1]), SPEC)
     with pytest.raises(FormatError, match="integer classes"):
         SyntheticSet(x, torch.tensor([0.0, 1.0, 1.0]), SPEC)
-    with pytest.raises(FormatError, match=r"the dataset's are \(3, 4, 5\)"):
+    with pytest.raises(FormatError, match="'images' have 1 channels, the dataset's have 3"):
         SyntheticSet(torch.zeros(3, 1, 4, 5), y, SPEC)
-    with pytest.raises(FormatError, match="the dataset's are"):
+    with pytest.raises(FormatError, match="'images' are 5x4, the dataset's image size is 4x5"):
         SyntheticSet(torch.zeros(3, 3, 5, 4), y, SPEC)

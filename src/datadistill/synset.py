@@ -43,27 +43,7 @@ class SyntheticSet:
     region_labels: torch.Tensor | None = None  # (N, R, K): per-region soft labels (see the module doc)
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4:
-            raise FormatError(f"synthetic images must be (N, C, H, W), got {tuple(self.images.shape)}")
-        n = self.images.shape[0]
-        if self.labels.shape[0] != n or self.labels.ndim not in (1, 2):
-            raise FormatError(f"{n} images but labels of shape {tuple(self.labels.shape)}")
-        if self.labels.ndim == 2 and self.labels.shape[1] != self.spec.num_classes:
-            raise FormatError(
-                f"soft labels have {self.labels.shape[1]} columns, dataset has {self.spec.num_classes} classes"
-            )
-        want = (self.spec.channels, *self.spec.im_size)
-        if tuple(self.images.shape[1:]) != tuple(want):
-            raise FormatError(f"synthetic images are {tuple(self.images.shape[1:])} (C, H, W), the dataset's are {want}")
-        if self.labels.ndim == 1 and n:
-            if self.labels.is_floating_point() or self.labels.dtype == torch.bool:
-                raise FormatError(f"hard labels must be integer classes, got {self.labels.dtype}")
-            lo, hi = int(self.labels.min()), int(self.labels.max())
-            if lo < 0 or hi >= self.spec.num_classes:
-                raise FormatError(f"labels must be classes 0..{self.spec.num_classes - 1}, found {lo}..{hi}")
-        r = self.region_labels
-        if r is not None and (r.ndim != 3 or r.shape[0] != n or r.shape[2] != self.spec.num_classes):
-            raise FormatError(f"region labels must be ({n}, regions, {self.spec.num_classes}), got {tuple(r.shape)}")
+        check_tensors(self.images, self.labels, self.spec, self.region_labels)
 
     # ----------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -152,9 +132,12 @@ class SyntheticSet:
         try:
             spec, meta, images, labels, lr, zca = _checked(path, header, tensors)
             regions = _region_labels(path, tensors, labels)
+            try:
+                syn = cls(images, labels, spec, lr, zca, meta, regions)  # the shapes: check_tensors
+            except FormatError as e:
+                raise FormatError(f"{path}: {e}") from None
         except FormatError as e:
             raise FormatError(f"{e}; the file is corrupt or was not written by datadistill (distill the set again)") from None
-        syn = cls(images, labels, spec, lr, zca, meta, regions)
         return syn.to(device) if str(device) != "cpu" else syn
 
     # ----------------------------------------------------------------- pixels, grids, export
@@ -247,9 +230,43 @@ def _spec(path: Path, d: dict) -> DatasetSpec:
     return DatasetSpec.from_dict(d)
 
 
+def check_tensors(images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec,
+                  region_labels: torch.Tensor | None = None) -> None:
+    """The shapes and label values every synthetic set has, whether built in Python or read from a
+    file (which adds its own checks: dtypes, finite values, the learned lr, the ZCA): images
+    (N, C, H, W) of the dataset's channels and size; labels either (N,) integer classes in
+    0..K-1 or (N, K) float soft labels; region labels (N, R, K) floats. A FormatError names the
+    tensor ('images', 'labels', 'region_labels') and what it should be."""
+    if images.ndim != 4:
+        raise FormatError(f"'images' must be (N, C, H, W), got shape {tuple(images.shape)}")
+    n, k = images.shape[0], spec.num_classes
+    if images.shape[1] != spec.channels:
+        raise FormatError(f"'images' have {images.shape[1]} channels, the dataset's have {spec.channels}")
+    if tuple(images.shape[2:]) != tuple(spec.im_size):
+        raise FormatError(f"'images' are {images.shape[2]}x{images.shape[3]}, the dataset's image size is "
+                          f"{spec.im_size[0]}x{spec.im_size[1]}")
+    if labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
+        if labels.shape[0] != n:
+            raise FormatError(f"{n} images but {labels.shape[0]} labels")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise FormatError(f"'labels' must be classes 0..{k - 1}, found {int(labels.min())}..{int(labels.max())}")
+    elif labels.ndim == 2 and labels.is_floating_point():
+        if tuple(labels.shape) != (n, k):
+            raise FormatError(f"soft 'labels' must be ({n}, {k}) (images, classes), got {tuple(labels.shape)}")
+    else:
+        raise FormatError(f"'labels' must be (N,) integer classes or (N, classes) float soft labels, "
+                          f"got {labels.dtype} of shape {tuple(labels.shape)}")
+    r = region_labels
+    if r is not None and (r.ndim != 3 or not r.is_floating_point() or r.shape[0] != n or r.shape[1] < 1
+                          or r.shape[2] != k):
+        raise FormatError(f"'region_labels' must be floats of shape ({n}, regions, {k}), got {r.dtype} of "
+                          f"shape {tuple(r.shape)}")
+
+
 def _checked(path: Path, header: dict, tensors: dict[str, torch.Tensor]):
-    """Everything a set file holds, validated once, here: (spec, meta, images, labels, lr, zca).
-    A FormatError names the file and the field."""
+    """What a set file holds beyond the shapes that the SyntheticSet constructor checks
+    (check_tensors): the spec and meta, dtypes, finite values, the learned lr, the ZCA. Returns
+    (spec, meta, images, labels, lr, zca). A FormatError names the file and the field."""
     spec = _spec(path, _json_field(path, header, "spec", MAX_SPEC_CHARS))
     meta = _json_field(path, header, "meta", MAX_META_CHARS, "{}")
     unknown = sorted(set(tensors) - set(TENSORS))
@@ -259,35 +276,20 @@ def _checked(path: Path, header: dict, tensors: dict[str, torch.Tensor]):
         if key not in tensors:
             raise FormatError(f"{path}: the synthetic set has no '{key}' tensor")
     images, labels = tensors["images"], tensors["labels"]
-    want = (spec.channels, *spec.im_size)
     if not images.is_floating_point():
         raise FormatError(f"{path}: 'images' must be floating point, got {images.dtype}")
-    if images.ndim != 4 or images.shape[0] < 1:
-        raise FormatError(f"{path}: 'images' must be (N, C, H, W) with N >= 1, got shape {tuple(images.shape)}")
-    if images.shape[1] != spec.channels:
-        raise FormatError(f"{path}: 'images' have {images.shape[1]} channels, the spec says {spec.channels}")
-    if tuple(images.shape[1:]) != want:
-        raise FormatError(f"{path}: 'images' are {images.shape[2]}x{images.shape[3]}, the spec's image size is "
-                          f"{spec.im_size[0]}x{spec.im_size[1]}")
+    if images.ndim >= 1 and images.shape[0] < 1:
+        raise FormatError(f"{path}: 'images' hold no image (N = 0)")
     images = images.float()
     if not bool(torch.isfinite(images).all()):
         raise FormatError(f"{path}: 'images' hold NaN or infinite values")
-    n, k = images.shape[0], spec.num_classes
-    if labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
-        if labels.shape[0] != n:
-            raise FormatError(f"{path}: {n} images but {labels.shape[0]} labels")
-        if int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise FormatError(f"{path}: 'labels' must be classes 0..{k - 1}, found {int(labels.min())}..{int(labels.max())}")
-        labels = labels.long()
-    elif labels.ndim == 2 and labels.is_floating_point():
-        if tuple(labels.shape) != (n, k):
-            raise FormatError(f"{path}: soft 'labels' must be ({n}, {k}) (images, classes), got {tuple(labels.shape)}")
+    if labels.ndim == 2 and labels.is_floating_point():
         labels = labels.float()
         if not bool(torch.isfinite(labels).all()):
             raise FormatError(f"{path}: soft 'labels' hold NaN or infinite values")
-    else:
-        raise FormatError(f"{path}: 'labels' must be (N,) integer classes or (N, classes) float soft labels, "
-                          f"got {labels.dtype} of shape {tuple(labels.shape)}")
+    elif labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
+        labels = labels.long()  # any other kind of labels is refused by the constructor (check_tensors)
+    want = (spec.channels, *spec.im_size)
     lr = None
     if "lr" in tensors:
         t = tensors["lr"]
@@ -313,16 +315,12 @@ def _checked(path: Path, header: dict, tensors: dict[str, torch.Tensor]):
 
 
 def _region_labels(path: Path, tensors: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor | None:
-    """The optional per-region soft labels, checked against the image labels: (N, R, K) finite floats."""
+    """The optional per-region soft labels, finite floats (their shape is checked with the set's)."""
     r = tensors.get("region_labels")
     if r is None:
         return None
-    n = labels.shape[0]
-    k = labels.shape[1] if labels.ndim == 2 else None
-    if (r.ndim != 3 or not r.is_floating_point() or r.shape[0] != n or r.shape[1] < 1
-            or (k is not None and r.shape[2] != k)):
-        raise FormatError(f"{path}: 'region_labels' must be floats of shape ({n}, regions, classes), got {r.dtype} of "
-                          f"shape {tuple(r.shape)}")
+    if not r.is_floating_point():
+        raise FormatError(f"{path}: 'region_labels' must be floats, got {r.dtype}")
     if not bool(torch.isfinite(r).all()):
         raise FormatError(f"{path}: 'region_labels' hold NaN or infinite values")
     return r.float()
