@@ -15,6 +15,7 @@ from datadistill.cli import main
 from datadistill.data import load_dataset
 from datadistill.data.zca import fit_zca, whiten
 from datadistill.synset import SyntheticSet
+from datadistill.errors import FormatError
 
 K, IPC = 10, 2
 N = K * IPC
@@ -381,3 +382,14 @@ def test_evaluate_a_published_set_directly(root, tmp_path, capsys):
     assert json.loads((tmp_path / "evaluate.json").read_text())[0]["model"] == "mlp"
     line = refused(root, capsys, "evaluate", tmp_path, "--dataset", "cifar10")
     assert "--format" in line
+
+
+def test_a_published_file_given_without_format_names_the_flag(root, tmp_path, capsys):
+    torch.save(images(), tmp_path / "images_best.pt")
+    for target in (tmp_path / "images_best.pt", tmp_path):  # the file, and its folder (no synset.safetensors)
+        line = refused(root, capsys, "evaluate", target)
+        assert "--format mtt|datm|pad|ddranking|vico|imagefolder --dataset D" in line, line
+        with pytest.raises(FormatError, match="--format mtt"):  # every command that reads a set: show, export...
+            SyntheticSet.load(target)
+    (tmp_path / "notes.safetensors").write_text("not a set")
+    assert "not a readable safetensors file" in refused(root, capsys, "evaluate", tmp_path / "notes.safetensors")

@@ -112,7 +112,11 @@ class SyntheticSet:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SyntheticSet":
         path = Path(path)
+        published = ("a set another code base saved is read with `--format mtt|datm|pad|ddranking|vico|imagefolder "
+                     "--dataset D` (datadistill evaluate, datadistill import)")
         if path.is_dir():
+            if not (path / RUN_FOLDER_FILE).exists() and any(path.glob("*.pt")):
+                raise FormatError(f"{path}: no {RUN_FOLDER_FILE} here, but .pt files: {published}")
             path = path / RUN_FOLDER_FILE
         if not path.exists():
             raise FormatError(f"{path}: no such file (expected a run folder or a .safetensors synthetic set)")
@@ -121,6 +125,10 @@ class SyntheticSet:
                 header = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
+            with open(path, "rb") as f:
+                head = f.read(4)
+            if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive or pickle
+                raise FormatError(f"{path}: a torch file, not a datadistill synthetic set: {published}") from None
             raise FormatError(f"{path}: not a readable safetensors file ({e})") from e
         if header.get("format") != FORMAT:
             raise FormatError(f"{path}: not a datadistill synthetic set (no '{FORMAT}' format tag)")
