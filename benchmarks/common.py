@@ -39,6 +39,12 @@ Options of every job-list benchmark (benchmarks/common.py):
 HARNESS_FLAGS = {"--list", "--only", "--resume", "--fresh", "--data-root", "--one", "--help", "-h"}
 
 
+def is_job_process(argv: list[str]) -> bool:
+    """Whether this process is one job the harness started (`script --one JSON`), not a user's
+    command: its options were checked by the parent."""
+    return len(argv) > 2 and argv[1] == "--one"
+
+
 def _usage_error(script: str, message: str) -> None:
     print(f"error: {message} (python benchmarks/{Path(script).name} --help lists its options)", file=sys.stderr)
     sys.exit(2)
@@ -49,8 +55,10 @@ def check_flags(argv: list[str]) -> None:
     `--flag` that neither the docstring nor the harness names ends the script with an `error:` line
     (status 2) before anything runs, so a misspelt option never starts hours of jobs without it.
     Called by run_all and run_jobs, and by a script's main before any work of its own."""
-    if len(argv) > 1 and argv[1] == "--one":
+    if is_job_process(argv):
         return
+    if "--one" in argv:
+        _usage_error(argv[0], "--one JSON is how the harness starts one job; run jobs with --only I,J")
     doc = ast.get_docstring(ast.parse(Path(argv[0]).read_text())) or ""
     if "--help" in argv[1:] or "-h" in argv[1:]:
         print(doc + "\n" + HARNESS_USAGE)
@@ -80,7 +88,7 @@ def data_root_arg(argv: list[str], required: bool = False) -> str:
         return str(DEFAULT_DATA)
     else:
         root, named = str(DEFAULT_DATA), "the default data root"
-    if not (len(argv) > 1 and argv[1] == "--one") and not Path(root).is_dir():
+    if not is_job_process(argv) and not Path(root).is_dir():
         _usage_error(argv[0], f"{named} {root} is not a folder; give the folder that holds the datasets")
     return root
 
@@ -307,7 +315,7 @@ def run_all(name: str, specs: list[dict], argv: list[str]) -> Path:
     """Distil + evaluate each spec (run_one) in its own process; write results/<name>.json.
     Options as in `_run_list` (--resume, --only)."""
     check_flags(argv)
-    if len(argv) > 2 and argv[1] == "--one":
+    if is_job_process(argv):
         print(json.dumps(run_one(json.loads(argv[2]))))
         sys.exit(0)
     for spec in specs:
@@ -336,7 +344,7 @@ def run_jobs(name: str, jobs: list[dict], handlers: dict, argv: list[str], *, la
     `dest` (default results/<name>.json); `extra(rows)` adds fields to the document. Options as in
     `_run_list` (--resume, --only), so a run of hours can be split over sessions."""
     check_flags(argv)
-    if len(argv) > 2 and argv[1] == "--one":
+    if is_job_process(argv):
         job = json.loads(argv[2])
         print(json.dumps(handlers[job["job"]](job)))
         sys.exit(0)

@@ -101,7 +101,8 @@ def test_list_help_and_bad_options_run_nothing(tmp_path):
     assert helped.startswith("A fake benchmark") and "--list" in helped and "--only I,J" in helped
     assert "--only 2: this benchmark has jobs 0 to 1" in _fail(script, "--only", "2")
     assert "--only takes job indices" in _fail(script, "--only", "one")
-    assert "unknown option --resum" in _fail(script, "--resum")  # misspelt: refused, not ignored
+    assert "unknown option --resum" in _fail(script, "--resum")
+    assert "run jobs with --only" in _fail(script, "--one")  # the harness's own, never the whole plan  # misspelt: refused, not ignored
     assert "write --only 1 (a space, not =)" in _fail(script, "--only=1")
     _run(script, "--smoke", "--only", "1")  # an option the docstring names is accepted
     assert calls.read_text().split() == ["2", "2"] and out.read_bytes() != before
