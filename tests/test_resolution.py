@@ -51,3 +51,54 @@ def test_config_yaml_says_the_depth_it_picked(tmp_path):
                            eval={"runs": 0}, batch_real=2, val_epochs=1)
     run_distillation(given, tmp_path / "run2", data=data, progress=False, log=lambda m: None)
     assert "convnet_depth" not in yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["resolved"]
+
+
+# -- artifacts made before (depth 3 spelled out) or since (depth None) the depth followed the size ----
+def test_sized_variants_fill_what_the_builder_derives_from_the_size():
+    from datadistill.nets import sized_variants
+
+    assert sized_variants("convnet", 28)["depth"] == 3 and sized_variants("convnet_bn", (64, 64))["depth"] == 4
+    assert sized_variants("convnet", 64, {"depth": 2})["depth"] == 2
+    assert sized_variants("convnet", 32, {"depth": None}) == sized_variants("convnet", 32, {"depth": 3})
+    assert sized_variants("resnet18", 32)["stem"] == "small" and sized_variants("resnet18_bn", 224)["stem"] == "imagenet"
+    assert sized_variants("resnet18", 32, {"norm": "instance"}) == sized_variants("resnet18", 32)  # no stem key: the default
+    assert sized_variants("mlp", 28) == sized_variants("mlp", 64)  # nothing derived from the size
+
+
+def _rewrite_depth(manifest, depth):
+    import json
+
+    m = json.loads(manifest.read_text())
+    m["model_args"]["depth"] = depth
+    manifest.write_text(json.dumps(m))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_teacher_or_experts_folder_keeps_matching_whichever_way_its_depth_was_written(tmp_path):
+    from datadistill.methods.trajectory import train_experts
+    from datadistill.methods.trajectory.experts import ExpertSettings, check_experts, open_experts
+    from datadistill.teacher import teacher_settings, train_teacher
+
+    data = toy_splits(num_classes=3, per_class=8, channels=1, size=8)
+    quiet = dict(data=data, device="cpu", progress=False)
+    s = teacher_settings("toy", "quick", epochs=1, model_args={"width": 4}, batch_size=8)
+    first = train_teacher(s, tmp_path / "t", log=lambda m: None, **quiet)
+    assert first["model_args"]["depth"] == 3  # recorded as built
+    es = ExpertSettings(dataset="toy", num_experts=1, epochs=1, model_args={"width": 4}, batch_size=8, zca=False)
+    train_experts(es, tmp_path / "e", log=lambda m: None, **quiet)
+    for depth in (None, 3):  # as the commits since / before the size rule wrote it
+        _rewrite_depth(tmp_path / "t" / "manifest.json", depth)
+        said = []
+        assert train_teacher(s, tmp_path / "t", log=said.append, **quiet)["test_accuracy"] == first["test_accuracy"]
+        assert "already trained" in said[0]
+        _rewrite_depth(tmp_path / "e" / "manifest.json", depth)
+        said = []
+        train_experts(es, tmp_path / "e", log=said.append, **quiet)
+        assert any("already trained" in m for m in said), said
+        check_experts(open_experts(tmp_path / "e"), data.spec, "convnet", {"width": 4}, False)
+    _rewrite_depth(tmp_path / "t" / "manifest.json", 2)  # another network: refused, as before
+    with pytest.raises(ConfigError, match="other settings"):
+        train_teacher(s, tmp_path / "t", log=lambda m: None, **quiet)
+    _rewrite_depth(tmp_path / "e" / "manifest.json", 2)
+    with pytest.raises(ConfigError, match="model depth: experts 2, this run 3"):
+        check_experts(open_experts(tmp_path / "e"), data.spec, "convnet", {"width": 4}, False)

@@ -40,7 +40,7 @@ from .data import DatasetSpec, DatasetSplits, load_dataset
 from .errors import ConfigError, FormatError
 from .evaluate import make_augment
 from .fileio import atomic_path, write_json
-from .nets import make_net, variants_of
+from .nets import make_net, sized_variants, variants_of
 from .rng import make_generator, resolve_device
 from .train import OPTIMIZERS, SCHEDULES, accuracy, train_model
 from .typed import build
@@ -92,10 +92,26 @@ def teacher_settings(dataset: str, preset: str = "quick", **overrides: Any) -> T
     return settings
 
 
-def _identity(settings: TeacherSettings, spec: DatasetSpec, train_images: int) -> dict:
+def _identity(settings: TeacherSettings, spec: DatasetSpec, train_images: int, *, sized: bool = True) -> dict:
+    """What a teacher depends on. The network's variants as built at the image size
+    (`nets.sized_variants`); `sized=False`: as this package wrote them from the commit on which a
+    ConvNet's depth followed the image size until this one (depth None), so that a checkpoint of
+    then still resumes."""
     s = {k: v for k, v in asdict(settings).items() if k not in ("sources", "dataset")}
-    s["model_args"] = {**variants_of(settings.model), **settings.model_args}
+    s["model_args"] = (sized_variants(settings.model, spec.im_size, settings.model_args) if sized
+                       else {**variants_of(settings.model), **settings.model_args})
     return {"dataset": spec.to_dict(), "train_images": int(train_images), **json.loads(json.dumps(s, default=str))}
+
+
+def _same_teacher(existing: dict, identity: dict) -> bool:
+    """Whether the manifest `existing` is of the teacher `identity` describes, its network's
+    variants compared as built (a folder that recorded depth 3 or depth None for a 32-pixel
+    ConvNet holds the same network)."""
+    stored = {k: existing.get(k) for k in identity}
+    if isinstance(stored.get("model_args"), dict) and isinstance(stored.get("dataset"), dict):
+        stored["model_args"] = json.loads(json.dumps(sized_variants(
+            str(existing.get("model")), stored["dataset"]["im_size"], stored["model_args"]), default=str))
+    return _digest(stored) == _digest(identity)
 
 
 def _digest(identity: dict) -> str:
@@ -206,7 +222,7 @@ def train_teacher(settings: TeacherSettings, out: str | os.PathLike, *, data: Da
     identity = _identity(settings, spec, len(data.train))
     existing = Teacher.read_manifest(out) if out.exists() else None
     if existing is not None:
-        if existing.get("fingerprint") != _digest(identity):
+        if not _same_teacher(existing, identity):
             raise ConfigError(f"{out} holds a teacher made with other settings; use another --out, or the same "
                               "settings to keep it")
         log(f"{out}: the teacher is already trained (test accuracy {existing['test_accuracy']:.2f} %)")
@@ -219,7 +235,8 @@ def train_teacher(settings: TeacherSettings, out: str | os.PathLike, *, data: Da
     if (out / CHECKPOINT).exists():
         try:
             ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-            if not isinstance(ck, dict) or ck.get("fingerprint") != _digest(identity):
+            if not isinstance(ck, dict) or ck.get("fingerprint") not in (
+                    _digest(identity), _digest(_identity(settings, spec, len(data.train), sized=False))):
                 raise FormatError("other settings")
             net.load_state_dict(ck["model"])
             resume = ck["train"]
@@ -273,5 +290,5 @@ def import_teacher(state_file: str | os.PathLike, dataset: str, model: str, out:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     identity = {"dataset": spec.to_dict(), "train_images": len(data.train), "model": model,
-                "model_args": {**variants_of(model), **(model_args or {})}, "imported_sha256": _sha256(path)}
+                "model_args": sized_variants(model, spec.im_size, model_args), "imported_sha256": _sha256(path)}
     return _finish(out, net.to(dev).eval(), identity, None, data, dev, 0.0, str(path))

@@ -15,13 +15,14 @@ from .base import Net
 from .classic import MLP, VGG11, AlexNet, LeNet
 from .convnet import ConvNet
 from .functional import ParamSlot, flat_params, functional_forward, param_layout, unflatten_params
-from .registry import list_nets, make_net, register, variants_of
+from .registry import list_nets, make_net, register, sized_variants, variants_of
 from .resnet import ResNet18
 
 __all__ = [
     "make_net",
     "list_nets",
     "register",
+    "sized_variants",
     "variants_of",
     "Net",
     "ConvNet",

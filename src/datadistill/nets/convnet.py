@@ -93,7 +93,12 @@ class ConvNet(BlockNet):
         self.classifier = nn.Linear(self.embed_dim, num_classes)
 
 
-@register("convnet")
+def _sized(im_size: tuple[int, int], variants: dict) -> dict:
+    depth = variants.get("depth")
+    return {**variants, "depth": depth_for_size(im_size) if depth is None else depth}
+
+
+@register("convnet", sized=_sized)
 def convnet(
     channels: int,
     num_classes: int,
@@ -110,7 +115,7 @@ def convnet(
     return ConvNet(channels, num_classes, im_size, width=width, depth=depth, norm=norm, act=act, pool=pool)
 
 
-@register("convnet_bn")
+@register("convnet_bn", sized=_sized)
 def convnet_bn(
     channels: int,
     num_classes: int,

@@ -24,16 +24,24 @@ from ..errors import ConfigError
 Builder = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, Builder] = {}
+Resolver = Callable[[tuple[int, int], dict[str, Any]], dict[str, Any]]
+_SIZED: dict[str, Resolver] = {}
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register `fn(channels, num_classes, im_size, **variant)` under `name`."""
+def register(name: str, *, sized: Resolver | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register `fn(channels, num_classes, im_size, **variant)` under `name`.
+
+    `sized(im_size, variants)`: for a builder that derives a variant from the image size when it
+    is left at its default (a ConvNet's depth None), the variants with that value filled in, as
+    the builder fills it (see `sized_variants`)."""
     key = name.lower()
 
     def deco(fn: Builder) -> Builder:
         if key in _REGISTRY:
             raise ValueError(f"a network named {key!r} is already registered")
         _REGISTRY[key] = fn
+        if sized is not None:
+            _SIZED[key] = sized
         return fn
 
     return deco
@@ -52,6 +60,18 @@ def variants_of(name: str) -> dict[str, Any]:
         for p in inspect.signature(fn).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
+
+
+def sized_variants(name: str, im_size, model_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every variant of the network `name` as it is built at `im_size`: its defaults, overridden
+    by `model_args`, with each value the builder derives from the image size filled in (a
+    ConvNet's depth None is its depth at that size). Two settings that build the same network give
+    the same dict, whichever of them spells a variant out: what identities of artifacts (experts,
+    teachers) record and compare, so a folder made when a default was spelled differently, or
+    before a variant existed, still matches the network it holds."""
+    variants = {**variants_of(name), **(model_args or {})}
+    sized = _SIZED.get(name.lower())
+    return sized(normalize_im_size(im_size), variants) if sized is not None else variants
 
 
 def make_net(

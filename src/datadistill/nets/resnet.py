@@ -51,9 +51,7 @@ class ResNet18(Net):
                  stem: str = "auto") -> None:
         super().__init__(channels, num_classes, im_size)
         self.norm = check_choice("norm", norm, _NORMS, _ALIASES)
-        stem = check_choice("stem", stem, _STEMS)
-        if stem == "auto":
-            stem = "imagenet" if min(im_size) >= IMAGENET_STEM_FROM else "small"
+        stem = stem_for(stem, im_size)
         self.stem_kind = stem
         if stem == "small":
             self.stem = nn.Sequential(
@@ -97,14 +95,27 @@ class ResNet18(Net):
         return F.adaptive_avg_pool2d(maps[-1], 1).flatten(1)
 
 
-@register("resnet18")
+def stem_for(stem: str, im_size: tuple[int, int]) -> str:
+    """The stem built at `im_size`: "auto" is torchvision's ImageNet stem from IMAGENET_STEM_FROM
+    pixels on and the small 3x3 stem below."""
+    stem = check_choice("stem", stem, _STEMS)
+    if stem == "auto":
+        return "imagenet" if min(im_size) >= IMAGENET_STEM_FROM else "small"
+    return stem
+
+
+def _sized(im_size: tuple[int, int], variants: dict) -> dict:
+    return {**variants, "stem": stem_for(variants.get("stem", "auto"), im_size)}
+
+
+@register("resnet18", sized=_sized)
 def resnet18(channels: int, num_classes: int, im_size: tuple[int, int], *, norm: str = "instance",
              stem: str = "auto") -> ResNet18:
     """ResNet-18 with instance norm (norm='batch' for BatchNorm); stem auto/small/imagenet."""
     return ResNet18(channels, num_classes, im_size, norm=norm, stem=stem)
 
 
-@register("resnet18_bn")
+@register("resnet18_bn", sized=_sized)
 def resnet18_bn(channels: int, num_classes: int, im_size: tuple[int, int], *, stem: str = "auto") -> ResNet18:
     """ResNet-18 with BatchNorm."""
     return ResNet18(channels, num_classes, im_size, norm="batch", stem=stem)

@@ -42,7 +42,7 @@ from ...data.zca import DEFAULT_EPS
 from ...errors import ConfigError, FormatError
 from ...fileio import atomic_path
 from .shards import check_manifest, verify_shard
-from ...nets import make_net, param_layout, variants_of
+from ...nets import make_net, param_layout, sized_variants
 from ...gsam import GSAMSettings
 from .difficulty import CURRICULA, Curriculum, ScoreSettings
 
@@ -169,10 +169,11 @@ def expert_settings(dataset: str, preset: str = "quick", **overrides: Any) -> Ex
     return settings
 
 
-def resolved_model_args(model: str, model_args: dict | None) -> dict:
-    """The network's full variant set: its defaults overridden by `model_args` (so that {} and
-    {"width": 128} compare equal for a ConvNet)."""
-    return {**variants_of(model), **(model_args or {})}
+def resolved_model_args(model: str, model_args: dict | None, im_size) -> dict:
+    """The network's full variant set as built at `im_size` (`nets.sized_variants`), as JSON
+    stores it: {} and {"width": 128} compare equal for a ConvNet, and so do depth None and the
+    depth it means at this size (folders made before the depth followed the size record 3)."""
+    return json.loads(json.dumps(sized_variants(model, im_size, model_args), default=str))
 
 
 def identity_of(settings: ExpertSettings, spec: DatasetSpec, train_images: int) -> dict:
@@ -183,7 +184,7 @@ def identity_of(settings: ExpertSettings, spec: DatasetSpec, train_images: int) 
         "dataset": spec.to_dict(),
         "train_images": int(train_images),
         "model": settings.model.lower(),
-        "model_args": resolved_model_args(settings.model, settings.model_args),
+        "model_args": resolved_model_args(settings.model, settings.model_args, spec.im_size),
         "augmentation": {"kind": "dsa" if strategy != "none" else "none", "strategy": strategy,
                          "mode": "single", "per_sample": True},
         "zca": {"enabled": settings.zca, "eps": settings.zca_eps if settings.zca else None,
@@ -354,10 +355,11 @@ def check_experts(ex: Experts, dataset_spec: DatasetSpec, model: str, model_args
     if str(m["model"]).lower() != str(model).lower():
         diffs.append(f"model: experts {m['model']!r}, this run {model!r}")
     else:
-        mine = json.loads(json.dumps(resolved_model_args(model, model_args), default=str))
-        for k in sorted(set(mine) | set(m["model_args"])):
-            if mine.get(k) != m["model_args"].get(k):
-                diffs.append(f"model {k}: experts {m['model_args'].get(k)!r}, this run {mine.get(k)!r}")
+        mine = resolved_model_args(model, model_args, dataset_spec.im_size)
+        theirs = resolved_model_args(m["model"], m["model_args"], m["dataset"]["im_size"])
+        for k in sorted(set(mine) | set(theirs)):
+            if mine.get(k) != theirs.get(k):
+                diffs.append(f"model {k}: experts {theirs.get(k)!r}, this run {mine.get(k)!r}")
     if bool(m["zca"]["enabled"]) != bool(zca):
         diffs.append(f"ZCA: experts {'on' if m['zca']['enabled'] else 'off'}, this run {'on' if zca else 'off'}")
     if diffs:

@@ -80,6 +80,7 @@ from .experts import (
     jsonable,
     load_zca,
     read_manifest,
+    resolved_model_args,
     save_zca,
     shard_name,
 )
@@ -163,6 +164,8 @@ def _check_same_experts(existing: dict, identity: dict, out: Path, with_scores: 
     diffs = []
     for k in keys:
         mine, theirs = jsonable(identity.get(k)), existing.get(k)
+        if k == "model_args" and isinstance(theirs, dict):  # as built: depth None and its value compare equal
+            theirs = resolved_model_args(existing.get("model", ""), theirs, existing["dataset"]["im_size"])
         if k == "optimizer":
             mine, theirs = mine or SGD, theirs or SGD
         if k == "curriculum":
