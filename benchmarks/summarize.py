@@ -322,7 +322,9 @@ def soft_labels_table(doc: dict) -> str:
     """benchmarks/soft_labels.py: the teachers and baselines, then per set and protocol the
     accuracy, the random subset's, and DD-Ranking's scores (rows still to run are left out)."""
     rows = doc["results"]
-    lines = [f"`{doc['command']}` (evaluation budget {doc.get('eval_budget')})", "",
+    budgets = f"evaluation budget {doc.get('eval_budget')}" + (
+        f", --short {doc['short_budget']}" if doc.get("short_budget") else "")
+    lines = [f"`{doc['command']}` ({budgets}; each eval row names its own)", "",
              "| dataset | job | result | seconds | run |", "|---|---|---|---|---|"]
     for r in rows:
         if r.get("job") == "teacher":
