@@ -162,7 +162,7 @@ def check_out_file(path: str | os.PathLike, what: str = "--out", *, kind: str | 
     return path
 
 
-def _head(path: Path, n: int) -> bytes:
+def file_head(path: Path, n: int) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(n)
@@ -172,7 +172,13 @@ def _head(path: Path, n: int) -> bytes:
 
 def is_png(path: Path) -> bool:
     """Whether `path` starts with the PNG signature."""
-    return _head(path, 8) == b"\x89PNG\r\n\x1a\n"
+    return file_head(path, 8) == b"\x89PNG\r\n\x1a\n"
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether `path` starts as torch.save writes: its zip archive, or a pickle (the legacy format)."""
+    head = file_head(path, 4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def is_json(path: Path, limit: int = 64 << 20) -> bool:
@@ -187,7 +193,7 @@ def is_json(path: Path, limit: int = 64 << 20) -> bool:
 
 
 def is_html(path: Path) -> bool:
-    head = _head(path, 512).lstrip().lower()
+    head = file_head(path, 512).lstrip().lower()
     return head.startswith(b"<!doctype html") or head.startswith(b"<html")
 
 

@@ -25,11 +25,13 @@ from safetensors.torch import save_file
 from ._version import __version__
 from .data.base import DatasetSpec
 from .errors import FormatError
-from .fileio import atomic_path
+from .fileio import atomic_path, is_torch_file
 
 FORMAT = "datadistill.synset"
 FORMAT_VERSION = "1"
 RUN_FOLDER_FILE = "synset.safetensors"  # the set's name in a run folder (run/folder.py)
+PUBLISHED_HINT = ("a set another code base saved is read with `--format mtt|datm|pad|ddranking|vico|imagefolder "
+                  "--dataset D` (datadistill evaluate, datadistill import)")
 
 
 @dataclass
@@ -112,11 +114,9 @@ class SyntheticSet:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SyntheticSet":
         path = Path(path)
-        published = ("a set another code base saved is read with `--format mtt|datm|pad|ddranking|vico|imagefolder "
-                     "--dataset D` (datadistill evaluate, datadistill import)")
         if path.is_dir():
             if not (path / RUN_FOLDER_FILE).exists() and any(path.glob("*.pt")):
-                raise FormatError(f"{path}: no {RUN_FOLDER_FILE} here, but .pt files: {published}")
+                raise FormatError(f"{path}: no {RUN_FOLDER_FILE} here, but .pt files: {PUBLISHED_HINT}")
             path = path / RUN_FOLDER_FILE
         if not path.exists():
             raise FormatError(f"{path}: no such file (expected a run folder or a .safetensors synthetic set)")
@@ -125,10 +125,8 @@ class SyntheticSet:
                 header = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
-            with open(path, "rb") as f:
-                head = f.read(4)
-            if head == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive or pickle
-                raise FormatError(f"{path}: a torch file, not a datadistill synthetic set: {published}") from None
+            if is_torch_file(path):
+                raise FormatError(f"{path}: a torch file, not a datadistill synthetic set: {PUBLISHED_HINT}") from None
             raise FormatError(f"{path}: not a readable safetensors file ({e})") from e
         if header.get("format") != FORMAT:
             raise FormatError(f"{path}: not a datadistill synthetic set (no '{FORMAT}' format tag)")

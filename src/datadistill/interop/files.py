@@ -22,7 +22,7 @@ import torch
 from .._version import __version__
 from ..data.base import DatasetSpec
 from ..errors import FormatError, OutputError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, file_head, is_torch_file, write_json
 
 NOTE_FILE = "datadistill.json"  # written by an export: how the images are stored, for the way back
 
@@ -42,9 +42,8 @@ def load_pt(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip archive, or a pickle (legacy format)
+    if not is_torch_file(path):
+        head = file_head(path, 4)
         what = f"starts with {head!r}" if head else "is empty"
         raise FormatError(f"{path}: not a torch file (torch.save writes a zip archive or a pickle; this file {what})")
     try:
