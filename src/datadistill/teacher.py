@@ -109,8 +109,8 @@ def _same_teacher(existing: dict, identity: dict) -> bool:
     ConvNet holds the same network)."""
     stored = {k: existing.get(k) for k in identity}
     if isinstance(stored.get("model_args"), dict) and isinstance(stored.get("dataset"), dict):
-        stored["model_args"] = json.loads(json.dumps(sized_variants(
-            str(existing.get("model")), stored["dataset"]["im_size"], stored["model_args"]), default=str))
+        stored["model_args"] = sized_variants(str(existing.get("model")), stored["dataset"]["im_size"],
+                                              stored["model_args"])
     return _digest(stored) == _digest(identity)
 
 

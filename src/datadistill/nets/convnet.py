@@ -40,6 +40,11 @@ def depth_for_size(im_size: tuple[int, int]) -> int:
     return min(MAX_DEPTH, max(3, side.bit_length() - 1 - 2))
 
 
+def depth_at(depth: int | None, im_size: tuple[int, int]) -> int:
+    """The depth a ConvNet is built with: `depth` if given, else `depth_for_size(im_size)`."""
+    return depth_for_size(im_size) if depth is None else depth
+
+
 class ConvNet(BlockNet):
     """`depth` x [conv3x3 -> norm -> act -> pool] -> flatten -> Linear.
 
@@ -61,7 +66,7 @@ class ConvNet(BlockNet):
     ) -> None:
         super().__init__(channels, num_classes, im_size)
         width = positive_int("width", width)
-        depth = positive_int("depth", depth_for_size(im_size) if depth is None else depth)
+        depth = positive_int("depth", depth_at(depth, im_size))
         if depth > MAX_DEPTH:
             raise ConfigError(f"invalid depth {depth}; valid choices: 1 to {MAX_DEPTH}")
         self.width, self.depth = width, depth
@@ -94,8 +99,7 @@ class ConvNet(BlockNet):
 
 
 def _sized(im_size: tuple[int, int], variants: dict) -> dict:
-    depth = variants.get("depth")
-    return {**variants, "depth": depth_for_size(im_size) if depth is None else depth}
+    return {**variants, "depth": depth_at(variants.get("depth"), im_size)}
 
 
 @register("convnet", sized=_sized)
