@@ -235,6 +235,7 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
     if not merge and "--fresh" not in argv and dest.exists():
         _refuse_overwrite(argv[0], dest)
     done: dict[str, dict] = {}
+    planned = {spec_key(s) for s in specs}  # rows of other keys (another plan's: --short, --smoke...) stay
     this_machine = machine()  # the same for every row of this process
     for i, spec in enumerate(specs):
         key = spec_key(spec)
@@ -256,7 +257,6 @@ def _run_list(name: str, specs: list[dict], argv: list[str], *, label, report, d
         print(f"    done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         on_disk = _previous_rows(dest) if merge else {}
         rows = [r for r in (done.get(spec_key(s)) or on_disk.get(spec_key(s)) for s in specs) if r]
-        planned = {spec_key(s) for s in specs}  # rows of jobs another plan ran (--short, --smoke...) stay
         rows += [r for k, r in on_disk.items() if k not in planned]
         doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": this_machine,
                **(extra(rows) if extra else {}), "results": rows}

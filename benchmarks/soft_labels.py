@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from common import REPO, check_flags, data_root_arg, redraw, results_file, rss_mb, run_jobs, save_figure
+from summarize import budget_label
 
 NAME = "soft_labels"
 IPC = 10
@@ -184,11 +185,6 @@ def plan(data_root: str, smoke: bool, short: bool = False) -> list[dict]:
     return jobs
 
 
-def _budget_name(row: dict) -> str:
-    b = row.get("budget") or {}
-    return f"{b.get('runs')} x {b.get('epochs')} epochs" + (f", lr {b['lr']}" if b.get("lr") else ", lr grid")
-
-
 def plot(doc: dict, dest: Path) -> Path:
     """One panel per dataset and evaluation budget: each method's gain over the random subset under
     the same protocol (DD-Ranking's IOR, mean over the evaluation runs with their spread as error
@@ -199,11 +195,11 @@ def plot(doc: dict, dest: Path) -> Path:
     import matplotlib.pyplot as plt
 
     evals = [r for r in doc["results"] if r.get("job") == "eval" and "scores" in r]
-    panels = list(dict.fromkeys((r["dataset"], _budget_name(r)) for r in evals))
+    panels = list(dict.fromkeys((r["dataset"], budget_label(r.get("budget"))) for r in evals))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 3.6), squeeze=False)
     width = 0.8 / len(PROTOCOLS)
     for ax, (dataset, budget) in zip(axes[0], panels):
-        mine = [r for r in evals if r["dataset"] == dataset and _budget_name(r) == budget]
+        mine = [r for r in evals if r["dataset"] == dataset and budget_label(r.get("budget")) == budget]
         methods = [m for m in METHODS if any(r["method"] == m for r in mine)]
         for k, protocol in enumerate(PROTOCOLS):
             rows = {r["method"]: r for r in mine if r["protocol"] == protocol}

@@ -13,6 +13,12 @@ def acc(d):
     return f"{d['mean']:.2f} ± {d['std']:.2f} (n={d['runs']})" if d else "–"
 
 
+def budget_label(b: dict | None) -> str:
+    """An evaluation budget as a table cell or plot title: "3 x 50 epochs, lr 0.01" or "..., lr grid"."""
+    b = b or {}
+    return f"{b.get('runs')} x {b.get('epochs')} epochs, " + (f"lr {b['lr']}" if b.get("lr") else "lr grid")
+
+
 def budget_table(doc: dict) -> str:
     lines = [f"`{doc['command']}` ({doc['date']}, torch {doc['machine']['torch']}, "
              f"{doc['machine']['cuda'] or str(doc['machine']['cpu_threads']) + ' CPU threads'}, nothing else running)", "",
@@ -341,9 +347,9 @@ def soft_labels_table(doc: dict) -> str:
         lines += ["", "| dataset | method | protocol | budget | set % | random % | IOR | HLR | LRS | ARS |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in evals:
-            s, b = r["scores"], r.get("budget") or {}
-            budget = f"{b.get('runs')} x {b.get('epochs')} ep, " + (f"lr {b['lr']}" if b.get("lr") else "lr grid")
-            lines.append(f"| {r['dataset']} | {r['method']} | {r['protocol']} | {budget} | {acc(r['accuracy'])} | "
+            s = r["scores"]
+            lines.append(f"| {r['dataset']} | {r['method']} | {r['protocol']} | {budget_label(r.get('budget'))} | "
+                         f"{acc(r['accuracy'])} | "
                          f"{r['random_mean']:.2f} | {s['ior']['mean']:+.2f} | {s['hlr']['mean']:+.2f} | "
                          f"{s['lrs']['mean']:.3f} | {s['ars']['mean']:.3f} |")
     return "\n".join(lines)
