@@ -265,6 +265,10 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "teacher-of-another-dataset": (lambda t, w: ["distill", "--dataset", "cifar10", "--data-root", str(w.root), *TINY,
                                                      "--method", "random", "--iterations", "0", "--teacher",
                                                      str(w.teacher), "--out", str(t / "o")], "teacher"),
+        "teacher-from-a-text-file": (lambda t, w: ["teacher", *w.data(), "--from", str(_file(t / "weights.pt")),
+                                                   "--no-progress", "--out", str(t / "o")], "not a torch file"),
+        "evaluate-a-pt-without-format": (lambda t, w: ["evaluate", "--data-root", str(w.root),
+                                                       str(_torch_file(t / "images_best.pt"))], "--format mtt|"),
         "bf16-for-mtt": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--precision", "bf16", "--out", str(t / "o")], "precision"),
         # -- output paths -------------------------------------------------------------------------------
         "out-is-a-file": (lambda t, w: ["distill", *w.data(), *TINY, "--out", str(_file(t / "f.txt"))], "f.txt"),
@@ -423,6 +427,12 @@ def large(tmp: Path, kind: str) -> Path:
 def _file(path: Path, text: str = "not a datadistill file\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    return path
+
+
+def _torch_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.zeros(2, 1, 28, 28), path)  # a published set's images, as MTT's code saves them
     return path
 
 
