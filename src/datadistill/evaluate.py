@@ -220,6 +220,8 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
     dev = resolve_device(device)
     check_precision(precision, dev)
     spec = syn.spec
+    p = _with_recorded_teacher(p, syn)
+    objective = _objective(p, syn, spec, dev) if p.soft else None  # the teacher checked before any training
     set_lr = syn.lr if isinstance(syn, SyntheticSet) else None
     grid = p.lr_grid if (p.lr is None and set_lr is None and p.lr_grid) else []
     if test is None or (gain and train is None) or (grid and val is None):
@@ -249,8 +251,6 @@ def _evaluate(syn: SyntheticSet | ImageData, p: EvalConfig, model: str, *, test:
         images, labels = syn.images, syn.labels
     if p.labels == "hard" and labels.ndim == 2:
         labels = made_for(syn) if isinstance(syn, SyntheticSet) else labels.argmax(1)
-    p = _with_recorded_teacher(p, syn)
-    objective = _objective(p, syn, spec, resolve_device(device)) if p.soft else None
     lr = lr if lr is not None else (set_lr if set_lr is not None else DEFAULT_LR)
     epochs = epochs if epochs is not None else (1000 if aug == "dsa" else 300)
     images, labels = images.to(dev), labels.to(dev)
@@ -349,6 +349,9 @@ def _with_recorded_teacher(p: EvalConfig, syn) -> EvalConfig:
     relabelling of SRe2L, RDED and the coresets; `--teacher DIR` overrides the recorded folder)."""
     rec = syn.meta.get("labels") if isinstance(syn, SyntheticSet) else None
     if p.labels != "auto" or not isinstance(rec, dict) or rec.get("mode") != "teacher":
+        if p.teacher and p.labels != "teacher":  # a teacher that nothing would use: say so, not ignore it
+            raise ConfigError(f"a teacher ({p.teacher}) labels batches only with labels teacher; add --labels teacher "
+                              f"(or drop --teacher to evaluate with the set's {p.labels} labels)")
         return p
     folder = p.teacher or rec.get("teacher")
     if not folder:

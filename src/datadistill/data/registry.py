@@ -44,8 +44,12 @@ def default_data_root() -> Path:
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root`` if given, else :func:`default_data_root`."""
-    return Path(root).expanduser() if root is not None else default_data_root()
+    """The data root: ``root`` if given, else :func:`default_data_root`; DataError if it is a file."""
+    path = Path(root).expanduser() if root is not None else default_data_root()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data root {path} is a file; give the folder that holds one folder per dataset "
+                        f"(e.g. {path.parent / 'data'}/mnist/)")
+    return path
 
 
 def resolve_name(name: str) -> str:
