@@ -365,6 +365,9 @@ def resolve_config(
     _artifacts_from_old_keys(user)
     if "eval" in user:
         user["eval"] = {k: v for k, v in user["eval"].items() if v is not None}
+    if "relabel" in user and not (user.get("artifacts") or {}).get("teacher"):  # else nothing would use it
+        raise ConfigError(f"relabel {user['relabel']!r} says how a teacher's labels are kept; give the teacher "
+                          f"(--teacher DIR) or drop --relabel")
     merge_values(d, user)
     d.update(method=method, dataset=dataset, ipc=ipc, preset=preset, sources=sources)
     return DistillConfig.from_dict(d)

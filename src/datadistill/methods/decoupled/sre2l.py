@@ -111,9 +111,9 @@ class SRe2L(ImageDistiller):
         if o.batch_classes < 1:
             raise ConfigError(f"sre2l batch_classes must be >= 1, got {o.batch_classes}")
         if not (o.lr > 0 and 0 <= o.beta1 < 1 and 0 <= o.beta2 < 1 and o.r_bn >= 0 and o.jitter >= 0
-                and 0 < o.crop_scale_min <= 1):
-            raise ConfigError("sre2l needs lr > 0, beta1 and beta2 in [0, 1), r_bn >= 0, jitter >= 0 and "
-                              "crop_scale_min in (0, 1]")
+                and 0 < o.crop_scale_min <= 1 and math.isfinite(o.first_bn_multiplier) and o.first_bn_multiplier >= 0):
+            raise ConfigError("sre2l needs lr > 0, beta1 and beta2 in [0, 1), r_bn >= 0, first_bn_multiplier >= 0, "
+                              "jitter >= 0 and crop_scale_min in (0, 1]")
         if cfg.zca:
             raise ConfigError("sre2l recovers normalized images for its teacher; drop --zca")
         self.teacher = self.artifacts["teacher"].network(device)
