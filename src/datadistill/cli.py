@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--protocol", choices=protocol_names(), default=None,
                    help="a named protocol (presets/protocols/*.yaml, each with its source); flags given override it")
-    p.add_argument("--teacher", default=None, metavar="DIR", help="teacher folder for --labels teacher")
+    p.add_argument("--teacher", default=None, metavar="DIR", help="teacher folder for --labels teacher (or in place of the one a set relabelled "
+                        "in teacher mode records); refused where no teacher labels")
     p.add_argument("--labels", choices=["auto", "hard", "teacher"], default=None,
                    help="auto (the set's own), hard (the classes the images were made for, else the arg-max of "
                         "soft labels) or teacher (every batch relabelled)")
