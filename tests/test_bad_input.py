@@ -356,6 +356,10 @@ def _cases() -> dict[str, tuple[Callable[[Path, World], list[str]], str]]:
         "datasets-root-a-file": (lambda t, w: ["datasets", "--data-root", str(_file(t / "root.txt"))], "root.txt"),
         "distill-data-root-a-file": (lambda t, w: ["distill", "--dataset", "mnist", "--data-root", str(_file(t / "r.txt")),
                                                    *TINY, "--out", str(t / "o")], "r.txt"),
+        "evaluate-lr-and-lr-grid": (lambda t, w: ["evaluate", S(w), "--lr", "0.01", "--lr-grid", "0.01,0.1",
+                                                  "--data-root", str(w.root)], "--lr-grid"),
+        "evaluate-temperature-with-ce": (lambda t, w: ["evaluate", S(w), "--temperature", "4", "--runs", "1", "--epochs", "1",
+                                                       "--data-root", str(w.root)], "--loss kl"),
         "nas-runs-zero": (lambda t, w: ["nas", S(w), "--runs", "0", "--data-root", str(w.root)], "runs"),
         # -- experts -----------------------------------------------------------------------------------
         "experts-manifest-missing-key": (lambda t, w: ["distill", *w.data(), *TINY, "--method", "mtt", "--experts",

@@ -462,6 +462,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs must be >= 1, got {a.epochs}")
     if a.lr is not None and not a.lr > 0:
         raise ConfigError(f"--lr must be > 0, got {a.lr}")
+    if a.lr is not None and a.lr_grid:
+        raise ConfigError("--lr fixes the learning rate and --lr-grid chooses one on the validation split; give one")
     from .run.folder import EVALUATE
 
     target = Path(a.run)
@@ -471,8 +473,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     device = dist.process_device(resolve_device(a.device or "auto"))  # under torchrun: one GPU per process
     dist.init_from_env(device)
     main_process = dist.is_main()
-    splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
-    test = splits.val if a.split == "val" else splits.test
     given = {"models": models, "runs": a.runs, "epochs": a.epochs, "lr": a.lr, "aug": a.aug, "gain": a.gain or None,
              "batched": a.batched, "precision": a.precision, "compile": a.compile or None,
              "channels_last": a.channels_last or None, "teacher": a.teacher, "labels": a.labels, "loss": a.loss,
@@ -489,6 +489,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     else:
         protocol = protocol_with(EvalConfig(runs=5), {k: v for k, v in given.items() if v is not None})
         check_protocol(protocol)
+    if a.temperature is not None and protocol.loss not in ("kl", "soft_ce"):
+        raise ConfigError(f"--temperature applies to the kl and soft_ce losses; this evaluation's loss is "
+                          f"{protocol.loss} (add --loss kl, or drop --temperature)")
+    splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
+    test = splits.val if a.split == "val" else splits.test
     results = []
     for m in protocol.models:
         r = evaluate(syn, protocol, model=m, test=test, split=a.split, train=splits.train if a.gain else None,
