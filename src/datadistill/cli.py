@@ -201,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--protocol", choices=protocol_names(), default=None,
                    help="a named protocol (presets/protocols/*.yaml, each with its source); flags given override it")
-    p.add_argument("--teacher", default=None, metavar="DIR", help="teacher folder for --labels teacher (or in place of the one a set relabelled "
-                        "in teacher mode records); refused where no teacher labels")
+    p.add_argument("--teacher", default=None, metavar="DIR",
+                   help="teacher folder for --labels teacher (or in place of the one a set relabelled in teacher "
+                        "mode records); refused where no teacher labels")
     p.add_argument("--labels", choices=["auto", "hard", "teacher"], default=None,
                    help="auto (the set's own), hard (the classes the images were made for, else the arg-max of "
                         "soft labels) or teacher (every batch relabelled)")
@@ -489,8 +490,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     else:
         protocol = protocol_with(EvalConfig(runs=5), {k: v for k, v in given.items() if v is not None})
         check_protocol(protocol)
-    if a.temperature is not None and protocol.loss not in ("kl", "soft_ce"):
-        raise ConfigError(f"--temperature applies to the kl and soft_ce losses; this evaluation's loss is "
+    from .train import TEMPERATURE_LOSSES
+
+    if a.temperature is not None and protocol.loss not in TEMPERATURE_LOSSES:
+        raise ConfigError(f"--temperature applies to the {' and '.join(TEMPERATURE_LOSSES)} losses; this evaluation's loss is "
                           f"{protocol.loss} (add --loss kl, or drop --temperature)")
     splits = load_dataset(syn.spec.name, _data_root(a, syn), image_size=syn.spec.im_size, progress=not a.no_progress)
     test = splits.val if a.split == "val" else splits.test

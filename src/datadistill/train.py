@@ -61,6 +61,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 LOSSES = ("ce", "kl", "soft_ce", "mse_gt")
+TEMPERATURE_LOSSES = ("kl", "soft_ce")  # the losses `temperature` applies to (soft_label_loss)
 MIXES = ("none", "cutmix", "mixup")
 OPTIMIZERS = ("sgd", "adamw", "gsam")
 SCHEDULES = ("step", "cosine")
